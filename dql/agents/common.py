@@ -1,0 +1,77 @@
+"""Pieces every agent shares: optimisers, target updates, cross-device averaging and per-example randomness.
+
+Agents are pytrees whose `update(batch) -> (agent, metrics)` is pure. When the trainer runs them data-parallel it
+binds a named mesh axis and sets `axis_name`; with `axis_name=None` the same code runs on one device. That is the
+only difference between the two paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+Params = Any
+Batch = dict[str, jax.Array]
+
+
+def pmean(tree, axis_name: str | None):
+    """Average over the data-parallel axis when one is bound, identity otherwise."""
+    if axis_name is None:
+        return tree
+    return jax.lax.pmean(tree, axis_name)
+
+
+def global_example_index(local_batch: int, axis_name: str | None) -> jax.Array:
+    """Index of each local example within the global (all-device) batch."""
+    offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_batch
+    return offset + jnp.arange(local_batch)
+
+
+def per_example_keys(key: jax.Array, local_batch: int, axis_name: str | None) -> jax.Array:
+    """One PRNG key per example, a function of its global index only.
+
+    Random draws made from these keys are the same whether the global batch sits on one device or is split over
+    many, which is what makes the data-parallel update equal the single-device one.
+    """
+    index = global_example_index(local_batch, axis_name)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index)
+
+
+def per_example_normal(keys: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal draws of `shape` per example: [B, *shape]."""
+    return jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+
+
+def soft_update(target_params: Params, online_params: Params, tau: float) -> Params:
+    """Polyak averaging: target <- tau * online + (1 - tau) * target."""
+    return jax.tree_util.tree_map(lambda t, o: tau * o + (1.0 - tau) * t, target_params, online_params)
+
+
+def learning_rate_schedule(lr: float, decay: bool, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+    """Constant, or cosine annealing to zero stepped once per epoch (PyTorch's CosineAnnealingLR per epoch)."""
+    if not decay:
+        return optax.constant_schedule(lr)
+    num_epochs = max(1, -(-total_steps // steps_per_epoch))
+    cosine = optax.cosine_decay_schedule(lr, decay_steps=num_epochs)
+    return lambda count: cosine(count // steps_per_epoch)
+
+
+def make_train_state(apply_fn, params, tx: optax.GradientTransformation) -> TrainState:
+    """A flax TrainState whose step counter is an int32 array from the start.
+
+    flax starts it as the Python int 0 (weakly typed), which makes the state after one update a different input
+    type for jit, and so a second compilation of the whole training loop.
+    """
+    return TrainState.create(apply_fn=apply_fn, params=params, tx=tx).replace(step=jnp.zeros((), jnp.int32))
+
+
+def make_optimizer(schedule: optax.Schedule, grad_norm: float) -> optax.GradientTransformation:
+    """Adam, with the update clipped to a global gradient norm when grad_norm > 0."""
+    adam = optax.adam(schedule)
+    if grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_norm), adam)
+    return adam

@@ -1,0 +1,143 @@
+"""Networks: MLPs with PyTorch's default initialisation, the time-conditioned noise predictor and critic ensembles.
+
+Initialisation follows torch.nn.Linear (weights and biases uniform in +-1/sqrt(fan_in)) so that our runs start
+from the same distribution as the reference Diffusion-QL implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Activation = Callable[[jax.Array], jax.Array]
+
+
+
+@jax.custom_jvp
+def mish(x: jax.Array) -> jax.Array:
+    """Mish, x tanh(softplus(x)), as x n / (n + 2) with n = e^x (e^x + 2): one exp instead of exp, log1p and tanh.
+
+    The closed forms make the activation (and its derivative below) about 3x cheaper than jax.nn.mish on CPU,
+    where the 256-wide layers of Diffusion-QL spend a sizeable share of the step in it.
+    """
+    w = jnp.exp(jnp.minimum(x, 20.0))
+    n = w * (w + 2.0)
+    return jnp.where(x > 20.0, x, x * n / (n + 2.0))
+
+
+@mish.defjvp
+def _mish_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    w = jnp.exp(jnp.minimum(x, 20.0))
+    n = w * (w + 2.0)
+    d = n + 2.0
+    y = jnp.where(x > 20.0, x, x * n / d)
+    # d/dx mish = tanh(sp) + x sech^2(sp) sigmoid(x) = n / d + 4 x w (w + 1) / d^2.
+    slope = jnp.where(x > 20.0, 1.0, n / d + 4.0 * x * w * (w + 1.0) / (d * d))
+    return y, slope * dx
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "mish": mish,
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation_by_name(name: str) -> Activation:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+def _torch_uniform(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class TorchDense(nn.Module):
+    """A dense layer initialised like torch.nn.Linear."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", _torch_uniform(fan_in), (fan_in, self.features))
+        bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
+        return x @ kernel + bias
+
+
+class MLP(nn.Module):
+    hidden_dims: Sequence[int]
+    output_dim: int
+    activation: str = "mish"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = activation_by_name(self.activation)
+        for width in self.hidden_dims:
+            x = act(TorchDense(width)(x))
+        return TorchDense(self.output_dim)(x)
+
+
+def sinusoidal_embedding(t: jax.Array, dim: int) -> jax.Array:
+    """Transformer-style embedding of (integer) diffusion steps: [sin(t w_k), cos(t w_k)], w_k = 10000^(-k/(d/2-1))."""
+    half = dim // 2
+    frequencies = jnp.exp(-math.log(10000.0) / (half - 1) * jnp.arange(half, dtype=jnp.float32))
+    angles = t.astype(jnp.float32)[:, None] * frequencies[None, :]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+class NoisePredictor(nn.Module):
+    """epsilon(x_t, t, s): the Diffusion-QL noise network.
+
+    Time embedding: sinusoidal(time_dim) -> Linear(2 time_dim) -> Mish -> Linear(time_dim); then
+    [x_t, t_emb, s] -> hidden layers with Mish -> Linear(action_dim).
+    """
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256, 256)
+    time_dim: int = 16
+    activation: str = "mish"
+
+    @nn.compact
+    def __call__(self, noisy_actions: jax.Array, t: jax.Array, observations: jax.Array) -> jax.Array:
+        act = activation_by_name(self.activation)
+        t_emb = sinusoidal_embedding(t, self.time_dim)
+        t_emb = TorchDense(self.time_dim)(act(TorchDense(2 * self.time_dim)(t_emb)))
+        x = jnp.concatenate([noisy_actions, t_emb, observations], axis=-1)
+        return MLP(self.hidden_dims, self.action_dim, self.activation)(x)
+
+
+class CriticEnsemble(nn.Module):
+    """num_heads independent Q(s, a) networks evaluated as one batched computation: returns [num_heads, B].
+
+    nn.vmap stacks the heads' parameters on a leading axis, so each layer is one batched matmul over the heads.
+    """
+
+    hidden_dims: Sequence[int] = (256, 256, 256)
+    num_heads: int = 2
+    activation: str = "mish"
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        heads = nn.vmap(
+            MLP,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num_heads,
+        )(self.hidden_dims, 1, self.activation)
+        return heads(jnp.concatenate([observations, actions], axis=-1))[..., 0]

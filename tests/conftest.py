@@ -1,0 +1,50 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.helpers import write_d4rl_file  # noqa: E402
+
+
+def tiny_config(**overrides):
+    """The real DQL config with tiny networks and a short schedule."""
+    from experiments.configs.dql import get_config
+
+    config = get_config()
+    config.update(
+        dict(
+            hidden_dims=(32, 32),
+            steps=40,
+            batch_size=32,
+            steps_per_dispatch=10,
+            eval_every=20,
+            save_every=20,
+            eval_episodes=2,
+            num_action_candidates=8,
+            ema_start=5,
+        )
+    )
+    config.update(overrides)
+    config.seed = 0
+    return config
+
+
+@pytest.fixture
+def pendulum_file(tmp_path):
+    """A small D4RL-format file with Pendulum-v1's sizes (3-dim observations, torque in [-2, 2])."""
+    path = tmp_path / "pendulum-tiny.hdf5"
+    write_d4rl_file(
+        path,
+        episodes=((60, False), (50, True), (40, False)),
+        obs_dim=3,
+        act_dim=1,
+        act_scale=2.0,
+        attrs={"env_id": "Pendulum-v1", "ref_min_score": -1224.16, "ref_max_score": -146.98,
+               "max_action": np.array([2.0], np.float32)},
+    )
+    return path

@@ -1,0 +1,44 @@
+"""Small D4RL-format files for the tests, written with h5py exactly as D4RL lays them out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+
+def write_d4rl_file(path: Path, episodes=((5, False), (4, True), (3, False)), obs_dim=3, act_dim=1,
+                    next_observations=False, attrs=None, seed=0, act_scale=1.0, **replace) -> dict:
+    """Episodes given as (length, ends_in_terminal); those not ending in a terminal end in a timeout.
+
+    Observation rows are numbered so tests can check which successor each transition got.
+    """
+    rng = np.random.default_rng(seed)
+    rows = sum(length for length, _ in episodes)
+    observations = np.zeros((rows, obs_dim), np.float32)
+    observations[:, 0] = np.arange(rows)
+    observations[:, 1:] = rng.normal(size=(rows, obs_dim - 1))
+    terminals = np.zeros(rows, bool)
+    timeouts = np.zeros(rows, bool)
+    end = 0
+    for length, terminal in episodes:
+        end += length
+        (terminals if terminal else timeouts)[end - 1] = True
+    arrays = {
+        "observations": observations,
+        "actions": (act_scale * rng.uniform(-1, 1, (rows, act_dim))).astype(np.float32),
+        "rewards": rng.normal(size=rows).astype(np.float32),
+        "terminals": terminals,
+        "timeouts": timeouts,
+    }
+    if next_observations:
+        arrays["next_observations"] = observations + 1000.0
+    arrays.update(replace)
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            if value is not None:
+                f.create_dataset(key, data=value)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    return arrays

@@ -1,0 +1,88 @@
+"""`python -m dql.train` end to end on a tiny file, its outputs, load_policy, and its refusals of bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dql
+from tests.helpers import write_d4rl_file
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = [
+    "--steps=20", "--eval_every=10", "--save_every=10", "--eval_episodes=2", "--batch_size=16",
+    "--config.hidden_dims=32,32", "--config.steps_per_dispatch=10", "--config.num_action_candidates=4",
+]
+
+
+def run_cli(*args, cwd=ROOT, timeout=600):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "dql.train", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_trains_evaluates_saves_and_resumes(tmp_path, pendulum_file):
+    workdir = tmp_path / "run"
+    result = run_cli(f"--dataset={pendulum_file}", f"--workdir={workdir}", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "steps/s" in out and "ETA" in out
+    assert "behaviour data (3 episodes): average return" in out and "final policy at step 20" in out
+    assert "offline selection (BC-loss rank 1)" in out and "normalized score" in out
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["steps"] == 20 and config["hidden_dims"] == [32, 32] and config["algo"] == "dql"
+    for name in ("metrics.csv", "learning_curve.png", "summary.json", "dataset.json"):
+        assert (workdir / name).stat().st_size > 0
+    assert (workdir / "checkpoints" / "20").is_dir()
+
+    policy = dql.load_policy(workdir)
+    observations = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    actions = policy(observations, seed=1)
+    assert actions.shape == (5, 1) and np.all(np.abs(actions) <= 2.0)
+    np.testing.assert_array_equal(actions, policy(observations, seed=1))
+    with pytest.raises(ValueError, match=r"observations must have shape \[B, 3\]"):
+        policy(np.zeros((2, 4)))
+
+    # Same flags again: the run is complete, so it resumes at step 20 and only reports.
+    again = run_cli(f"--dataset={pendulum_file}", f"--workdir={workdir}", *TINY)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from the checkpoint at step 20" in again.stdout and "compiled" not in again.stdout
+
+    # A different config in the same workdir is refused before anything is touched.
+    before = (workdir / "metrics.csv").read_text()
+    changed = run_cli(f"--dataset={pendulum_file}", f"--workdir={workdir}", *TINY, "--config.eta=2.0")
+    assert changed.returncode != 0
+    assert "holds a run with a different config (eta: saved 1.0, now 2.0)" in changed.stderr
+    assert (workdir / "metrics.csv").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset=hopper-mediocre-v2"], "--dataset='hopper-mediocre-v2' is neither"),
+        (["--algo=dqn"], "--algo='dqn': no config module experiments/configs/dqn.py"),
+        (["--env=Hopper-v5"], "has 3-dim observations but env Hopper-v5 has shape (11,)"),
+        (["--env=NoSuchEnv-v0"], "--env: cannot make Gymnasium environment 'NoSuchEnv-v0'"),
+        (["--batch_size=0"], "--batch_size (config.batch_size) must be positive, got 0"),
+    ],
+)
+def test_cli_rejects_bad_input_before_training(tmp_path, pendulum_file, args, message):
+    workdir = tmp_path / "run"
+    result = run_cli(f"--dataset={pendulum_file}", f"--workdir={workdir}", *args, "--steps=5",
+                     "--config.hidden_dims=8")
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_cli_rejects_unreadable_dataset_and_nan_data(tmp_path):
+    bad = tmp_path / "nan.hdf5"
+    write_d4rl_file(bad, rewards=np.where(np.arange(12) == 3, np.inf, 0.0).astype(np.float32))
+    result = run_cli(f"--dataset={bad}", "--eval_episodes=0", f"--workdir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert f"{bad}: key 'rewards' has 1 NaN/inf value(s), first at row 3" in result.stderr
+    assert not (tmp_path / "run").exists()
