@@ -8,6 +8,7 @@ agent averages gradients over the axis, and the agent stays replicated.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -71,6 +72,14 @@ def check_loop_config(config, num_devices: int) -> None:
         raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {num_devices} device(s)")
 
 
+def dispatch_length(config) -> int:
+    """Updates per compiled call: steps_per_dispatch, shortened to divide the eval and save intervals when that
+    costs little, so that every dispatch has one length and the loop compiles once."""
+    requested = int(config.steps_per_dispatch)
+    aligned = math.gcd(requested, int(config.eval_every), int(config.save_every))
+    return aligned if 4 * aligned >= requested else requested
+
+
 def _next_boundary(step: int, config) -> int:
     """The next step at which the loop must stop: a dispatch's end, an evaluation, a checkpoint or the end."""
 
@@ -78,7 +87,7 @@ def _next_boundary(step: int, config) -> int:
         return (step // every + 1) * every
 
     return min(
-        step + int(config.steps_per_dispatch),
+        step + dispatch_length(config),
         next_multiple(int(config.eval_every)),
         next_multiple(int(config.save_every)),
         int(config.steps),

@@ -1,0 +1,90 @@
+"""Training throughput of one algorithm's compiled update loop; prints one JSON line.
+
+    python -m benchmarks.train_step --algo=dql --obs_dim=17 --act_dim=6 --batch_size=256
+
+It times the trainer's own dispatch (K updates under lax.scan, minibatches drawn on device) after compilation,
+reports the compile time separately, and the FLOPs of one update from XLA's cost analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from jax.sharding import NamedSharding, PartitionSpec
+
+from benchmarks.common import config_for, device_facts, random_transitions
+from dql.agents import create_agent
+from dql.data import sample_batch
+from dql.trainer import AXIS, build_train_chunk, make_mesh
+
+flags.DEFINE_string("algo", "dql", "Algorithm.")
+flags.DEFINE_integer("obs_dim", 17, "Observation size.")
+flags.DEFINE_integer("act_dim", 6, "Action size.")
+flags.DEFINE_integer("batch_size", 256, "Global minibatch size.")
+flags.DEFINE_integer("steps_per_dispatch", 1000, "Updates per compiled call.")
+flags.DEFINE_integer("repeats", 3, "Timed dispatches (after one warm-up dispatch).")
+flags.DEFINE_integer("num_rows", 100_000, "Rows of the synthetic device-resident dataset.")
+flags.DEFINE_integer("num_devices", 0, "Devices to shard the batch over (0: all).")
+flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=max_q_backup=True.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    config = config_for(FLAGS.algo, FLAGS.set)
+    mesh = make_mesh(FLAGS.num_devices)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    arrays = random_transitions(FLAGS.num_rows, FLAGS.obs_dim, FLAGS.act_dim)
+    data = jax.device_put(arrays, replicated)
+    max_action = [1.0] * FLAGS.act_dim
+    agent = create_agent(FLAGS.algo, jax.random.PRNGKey(0), FLAGS.obs_dim, FLAGS.act_dim, max_action, config, AXIS)
+    state = jax.device_put({"agent": agent, "rng": jax.random.PRNGKey(1)}, replicated)
+    agent, rng = state["agent"], state["rng"]
+
+    start = time.perf_counter()
+    chunk = build_train_chunk(mesh, FLAGS.batch_size // mesh.size, FLAGS.steps_per_dispatch)
+    compiled = chunk.lower(agent, data, rng).compile()
+    compile_s = time.perf_counter() - start
+
+    # FLOPs of one update on the global batch, from XLA's cost analysis of the single-device update.
+    single = create_agent(FLAGS.algo, jax.random.PRNGKey(0), FLAGS.obs_dim, FLAGS.act_dim, max_action, config)
+    batch = sample_batch(jax.device_put(arrays, jax.devices()[0]), jax.random.PRNGKey(2), FLAGS.batch_size)
+    cost = jax.jit(lambda a, b: a.update(b)).lower(single, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops_per_step = float(cost.get("flops", float("nan")))
+
+    agent, rng, metrics = compiled(agent, data, rng)  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        agent, rng, metrics = compiled(agent, data, rng)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    finite = all(bool(np.isfinite(np.asarray(v)).all()) for v in metrics.values())
+    seconds = float(np.median(times))
+    steps_per_s = FLAGS.steps_per_dispatch / seconds
+    print(json.dumps({
+        "benchmark": "train_step",
+        "algo": FLAGS.algo,
+        "obs_dim": FLAGS.obs_dim,
+        "act_dim": FLAGS.act_dim,
+        "batch_size": FLAGS.batch_size,
+        "steps_per_dispatch": FLAGS.steps_per_dispatch,
+        "steps_per_s": round(steps_per_s, 2),
+        "steps_per_s_each_repeat": [round(FLAGS.steps_per_dispatch / t, 2) for t in times],
+        "compile_s": round(compile_s, 2),
+        "flops_per_step": flops_per_step,
+        "gflops_per_s": round(flops_per_step * steps_per_s / 1e9, 2),
+        "metrics_finite": finite,
+        "overrides": FLAGS.set,
+        **device_facts(),
+    }))
+
+
+if __name__ == "__main__":
+    app.run(main)
