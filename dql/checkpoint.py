@@ -34,7 +34,6 @@ class Checkpoints:
         self._manager.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )
-        self._manager.wait_until_finished()
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
         """Restore into the structure, dtypes and shardings of `template`."""

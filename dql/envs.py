@@ -36,8 +36,11 @@ def make_vector_env(env_id: str, env_kwargs: dict, num_envs: int):
         raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
 
 
-def check_env_matches(dataset: Dataset, env_id: str, env_kwargs: dict) -> None:
-    """Observation and action sizes of the env must equal the dataset's; raise DatasetError naming both."""
+def check_env_matches(dataset: Dataset, env_id: str, env_kwargs: dict) -> np.ndarray:
+    """Check the env against the dataset (sizes, symmetric bounds holding the data's actions); return its bound.
+
+    The env's action bound is what the policy must respect, so it replaces any bound inferred from the data.
+    """
     import gymnasium as gym
 
     try:
@@ -60,13 +63,12 @@ def check_env_matches(dataset: Dataset, env_id: str, env_kwargs: dict) -> None:
         )
     if not np.allclose(-act_space.low, act_space.high):
         raise DatasetError(f"env {env_id}: action bounds {act_space.low}..{act_space.high} are not symmetric")
+    high = np.asarray(act_space.high, np.float32)
+    largest = np.abs(dataset.actions).max(axis=0)
+    if np.any(largest > high * (1 + 1e-5)):
+        raise DatasetError(
+            f"dataset {dataset.name} has actions up to {largest.tolist()} in absolute value, outside env {env_id}'s "
+            f"bounds {high.tolist()}"
+        )
+    return high
 
-
-def env_max_action(env_id: str, env_kwargs: dict) -> np.ndarray:
-    import gymnasium as gym
-
-    env = gym.make(env_id, **env_kwargs)
-    try:
-        return np.asarray(env.action_space.high, np.float32)
-    finally:
-        env.close()

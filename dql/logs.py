@@ -16,8 +16,8 @@ EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "eval_score_mean", "eval_
 class MetricsCSV:
     """One row per compiled dispatch: step, timing, mean training metrics, evaluation results where one ran.
 
-    On resume the file is cut back to the restored step, so rows never repeat and a resumed run's file matches an
-    uninterrupted one's.
+    On resume the file is cut back to the restored step, so rows never repeat; apart from the timing columns a
+    resumed run's file matches an uninterrupted one's.
     """
 
     def __init__(self, path: str | Path, train_keys: list[str], resume_step: int | None):

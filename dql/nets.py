@@ -19,26 +19,25 @@ Activation = Callable[[jax.Array], jax.Array]
 
 @jax.custom_jvp
 def mish(x: jax.Array) -> jax.Array:
-    """Mish, x tanh(softplus(x)), as x n / (n + 2) with n = e^x (e^x + 2): one exp instead of exp, log1p and tanh.
+    """Mish, x tanh(softplus(x)), in closed form: x (1 - 2 r) with r = 1 / (w (w + 2) + 2), w = e^x.
 
-    The closed forms make the activation (and its derivative below) about 3x cheaper than jax.nn.mish on CPU,
-    where the 256-wide layers of Diffusion-QL spend a sizeable share of the step in it.
+    One exp and one reciprocal instead of exp, log1p and tanh: with its derivative below it runs several times
+    faster than jax.nn.mish on CPU, where Diffusion-QL's 256-wide layers spend a sizeable share of a step in it.
+    Clamping the exponent at 20 is exact in float32 (r < 1e-17 there) and keeps w (w + 2) finite.
     """
     w = jnp.exp(jnp.minimum(x, 20.0))
-    n = w * (w + 2.0)
-    return jnp.where(x > 20.0, x, x * n / (n + 2.0))
+    r = 1.0 / (w * (w + 2.0) + 2.0)
+    return x - 2.0 * x * r
 
 
 @mish.defjvp
 def _mish_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     w = jnp.exp(jnp.minimum(x, 20.0))
-    n = w * (w + 2.0)
-    d = n + 2.0
-    y = jnp.where(x > 20.0, x, x * n / d)
-    # d/dx mish = tanh(sp) + x sech^2(sp) sigmoid(x) = n / d + 4 x w (w + 1) / d^2.
-    slope = jnp.where(x > 20.0, 1.0, n / d + 4.0 * x * w * (w + 1.0) / (d * d))
-    return y, slope * dx
+    r = 1.0 / (w * (w + 2.0) + 2.0)
+    # d/dx mish = tanh(sp) + x sech^2(sp) sigmoid(x) = 1 - 2 r + 4 x w (w + 1) r^2, with sp = softplus(x).
+    slope = 1.0 - 2.0 * r + 4.0 * x * w * (w + 1.0) * r * r
+    return x - 2.0 * x * r, slope * dx
 
 
 ACTIVATIONS: dict[str, Activation] = {

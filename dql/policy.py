@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from dql.agents import select_actions
 from dql.checkpoint import Checkpoints
 from dql.trainer import checkpoint_template
 
@@ -23,7 +24,6 @@ class Policy:
     def __init__(self, agent, observation_dim: int, action_dim: int, step: int):
         self.agent = agent
         self.observation_dim, self.action_dim, self.step = observation_dim, action_dim, step
-        self._act = jax.jit(lambda agent, observations, key: agent.sample_actions(observations, key))
 
     def __call__(self, observations: np.ndarray, seed: int = 0) -> np.ndarray:
         observations = np.asarray(observations, np.float32)
@@ -31,7 +31,7 @@ class Policy:
             raise ValueError(
                 f"observations must have shape [B, {self.observation_dim}], got {observations.shape}"
             )
-        return np.asarray(self._act(self.agent, observations, jax.random.PRNGKey(seed)))
+        return np.asarray(select_actions(self.agent, observations, jax.random.PRNGKey(seed)))
 
 
 def load_policy(workdir: str | Path, step: int | None = None) -> Policy:

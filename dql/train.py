@@ -18,7 +18,8 @@ from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 import experiments.configs
-from dql.data import DatasetError, load_dataset
+from dql.agents import hyperparams
+from dql.data import DatasetError, load_dataset, tune_rewards
 from dql.envs import check_env_matches, env_for_dataset
 from dql.trainer import TrainingDiverged, check_loop_config, make_mesh, train
 
@@ -123,9 +124,12 @@ def main(argv):
                     f"no Gymnasium environment is known for dataset {dataset.name}; pass --env=ID, or "
                     "--eval_episodes=0 to train without evaluation"
                 )
-            check_env_matches(dataset, *env)
+            dataset.max_action = check_env_matches(dataset, *env)
+        # Everything the run will need is checked before its folder is written.
+        hyperparams(config.algo, config, dataset.max_action)
+        tune_rewards(dataset.rewards, config.reward_tune, dataset.episode_returns)
         if FLAGS.workdir:
-            workdir = Path(FLAGS.workdir)
+            workdir = Path(FLAGS.workdir).expanduser()
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             workdir = Path("runs") / f"{config.algo}-{dataset.name}-seed{config.seed}-{stamp}"
@@ -140,7 +144,7 @@ def main(argv):
     (workdir / "dataset.json").write_text(json.dumps(run_info, indent=2) + "\n")
     try:
         train(config, dataset, workdir, env if config.eval_episodes > 0 else None)
-    except TrainingDiverged as error:
+    except (TrainingDiverged, DatasetError, ValueError) as error:
         sys.exit(f"error: {error}")
 
 

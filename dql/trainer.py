@@ -17,9 +17,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dql import logs
-from dql.agents import create_agent
+from dql.agents import create_agent, select_actions
 from dql.checkpoint import Checkpoints
-from dql.data import Dataset, sample_batch, training_arrays
+from dql.data import REWARD_TUNES, Dataset, sample_batch, training_arrays
 from dql.evaluation import rollout
 
 AXIS = "data"
@@ -63,9 +63,14 @@ def build_train_chunk(mesh: Mesh, local_batch: int, length: int):
 
 
 def check_loop_config(config, num_devices: int) -> None:
+    """The loop's own settings; the agent checks its hyperparameters itself."""
     for name in ("steps", "batch_size", "steps_per_dispatch", "eval_every", "save_every", "steps_per_epoch"):
         if int(config[name]) <= 0:
             raise ValueError(f"--{name} (config.{name}) must be positive, got {config[name]}")
+    if config.top_k < 0:
+        raise ValueError(f"--config.top_k must be >= 0, got {config.top_k}")
+    if config.reward_tune not in REWARD_TUNES:
+        raise ValueError(f"--config.reward_tune={config.reward_tune!r}; expected one of {REWARD_TUNES}")
     if config.eval_episodes < 0:
         raise ValueError(f"--eval_episodes must be >= 0, got {config.eval_episodes}")
     if config.batch_size % num_devices:
@@ -126,13 +131,12 @@ class Evaluator:
         self.env_id, self.env_kwargs, self.episodes = env_id, env_kwargs, episodes
         self.seed = seed + 100  # the reference evaluates with seed + 100
         self.dataset = dataset
-        self._act = jax.jit(lambda agent, observations, key: agent.sample_actions(observations, key))
 
     def __call__(self, agent, step: int) -> dict:
         key = jax.random.fold_in(jax.random.PRNGKey(self.seed), step)
 
         def policy(observations, t):
-            return np.asarray(self._act(agent, observations, jax.random.fold_in(key, t)))
+            return np.asarray(select_actions(agent, observations, jax.random.fold_in(key, t)))
 
         result = rollout(policy, self.env_id, self.env_kwargs, self.episodes, self.seed)
         returns = result["returns"]
@@ -144,6 +148,19 @@ class Evaluator:
             "score_mean": None if scores is None else float(scores.mean()),
             "score_std": None if scores is None else float(scores.std()),
         }
+
+
+def _raise_if_nonfinite(metrics: dict[str, np.ndarray], first_step: int, meta: dict, where: Path, label: str):
+    bad = _first_nonfinite(metrics)
+    if bad is None:
+        return
+    index, key = bad
+    saved = meta.get("last_saved")
+    kept = f"the last good checkpoint is step {saved} in {where}" if saved else "no checkpoint was saved before it"
+    raise TrainingDiverged(
+        f"{key} became {metrics[key][index]} at step {first_step + index} (run {label}); {kept}. "
+        "Lower --config.lr or --config.grad_norm, or check the data's scale."
+    )
 
 
 def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] | None) -> dict:
@@ -164,66 +181,74 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
     state = jax.device_put({"agent": agent, "data_rng": data_key}, replicated)
 
     checkpoints = Checkpoints(workdir)
-    step = checkpoints.latest_step() or 0
-    meta = {"evaluations": [], "last_saved": None}
-    if step:
-        state, meta = checkpoints.restore(step, state)
-        print(f"[{label}] resumed from the checkpoint at step {step} in {checkpoints.directory}", flush=True)
-    agent, data_rng = state["agent"], state["data_rng"]
+    try:
+        step = checkpoints.latest_step() or 0
+        # bc_loss_sum/count: the BC loss since the last evaluation, which offline model selection ranks.
+        meta = {"evaluations": [], "last_saved": None, "num_devices": mesh.size, "bc_loss_sum": 0.0,
+                "bc_loss_count": 0}
+        if step:
+            state, meta = checkpoints.restore(step, state)
+            if meta["num_devices"] != mesh.size:
+                # Each device draws its own minibatch stream, so the device count is part of the run's identity.
+                raise ValueError(
+                    f"{workdir} was trained on {meta['num_devices']} device(s), this machine offers {mesh.size}; "
+                    f"resume with --config.num_devices={meta['num_devices']} or start a new --workdir"
+                )
+            print(f"[{label}] resumed from the checkpoint at step {step} in {checkpoints.directory}", flush=True)
+        agent, data_rng = state["agent"], state["data_rng"]
 
-    evaluator = None
-    if env is not None and int(config.eval_episodes) > 0:
-        evaluator = Evaluator(env[0], env[1], int(config.eval_episodes), int(config.seed), dataset)
+        evaluator = None
+        if env is not None and int(config.eval_episodes) > 0:
+            evaluator = Evaluator(env[0], env[1], int(config.eval_episodes), int(config.seed), dataset)
 
-    compiled: dict[int, object] = {}
-    metrics_csv = None
-    progress = logs.Progress(total_steps, label)
-    if meta["evaluations"]:
-        last = meta["evaluations"][-1]
-        progress.last_eval = f" | eval@{last['step']}: {_describe(last)}"
-    train_start = time.monotonic()
-    while step < total_steps:
-        end = _next_boundary(step, config)
-        length = end - step
-        if length not in compiled:
+        compiled: dict[int, object] = {}
+        metrics_csv = None
+        progress = logs.Progress(total_steps, label)
+        if meta["evaluations"]:
+            last = meta["evaluations"][-1]
+            progress.last_eval = f" | eval@{last['step']}: {_describe(last)}"
+        train_start = time.monotonic()
+        while step < total_steps:
+            end = _next_boundary(step, config)
+            length = end - step
+            if length not in compiled:
+                start = time.monotonic()
+                compiled[length] = build_train_chunk(mesh, local_batch, length).lower(agent, data, data_rng).compile()
+                print(f"[{label}] compiled {length} updates per dispatch in {time.monotonic() - start:.1f}s",
+                      flush=True)
             start = time.monotonic()
-            compiled[length] = build_train_chunk(mesh, local_batch, length).lower(agent, data, data_rng).compile()
-            print(f"[{label}] compiled {length} updates per dispatch in {time.monotonic() - start:.1f}s", flush=True)
-        start = time.monotonic()
-        agent, data_rng, metrics = compiled[length](agent, data, data_rng)
-        metrics = {key: np.asarray(value) for key, value in jax.device_get(metrics).items()}
-        seconds = time.monotonic() - start
+            agent, data_rng, metrics = compiled[length](agent, data, data_rng)
+            metrics = {key: np.asarray(value) for key, value in jax.device_get(metrics).items()}
+            seconds = time.monotonic() - start
+            _raise_if_nonfinite(metrics, step + 1, meta, checkpoints.directory, label)
 
-        bad = _first_nonfinite(metrics)
-        if bad is not None:
-            index, key = bad
-            saved = meta.get("last_saved")
-            where = f"the last good checkpoint is step {saved} in {checkpoints.directory}" if saved else (
-                "no checkpoint was saved before it"
-            )
-            raise TrainingDiverged(
-                f"{key} became {metrics[key][index]} at step {step + index + 1} (run {label}); {where}. "
-                "Lower --config.lr or --config.grad_norm, or check the data's scale."
-            )
-        means = {key: float(np.mean(value)) for key, value in metrics.items()}
-        if metrics_csv is None:
-            metrics_csv = logs.MetricsCSV(workdir / "metrics.csv", list(means), resume_step=step)
-        step = end
-        rate = progress.update(step, length, seconds, means)
-        row = {"step": step, "wall_time_s": round(time.monotonic() - train_start, 3), "steps_per_s": rate, **means}
+            means = {key: float(np.mean(value)) for key, value in metrics.items()}
+            if "bc_loss" in metrics:
+                meta["bc_loss_sum"] += float(np.sum(metrics["bc_loss"], dtype=np.float64))
+                meta["bc_loss_count"] += length
+            if metrics_csv is None:
+                metrics_csv = logs.MetricsCSV(workdir / "metrics.csv", list(means), resume_step=step)
+            step = end
+            rate = progress.update(step, length, seconds, means)
+            row = {"step": step, "wall_time_s": round(time.monotonic() - train_start, 3), "steps_per_s": rate,
+                   **means}
 
-        if evaluator is not None and (step % int(config.eval_every) == 0 or step == total_steps):
-            result = evaluator(agent, step)
-            result["bc_loss"] = means.get("bc_loss")
-            meta["evaluations"].append(result)
-            row.update({f"eval_{k}": v for k, v in result.items() if k not in ("step", "bc_loss") and v is not None})
-            progress.evaluated(step, _describe(result))
-        metrics_csv.append(row)
+            if evaluator is not None and (step % int(config.eval_every) == 0 or step == total_steps):
+                result = evaluator(agent, step)
+                if meta["bc_loss_count"]:
+                    result["bc_loss"] = meta["bc_loss_sum"] / meta["bc_loss_count"]
+                meta["bc_loss_sum"], meta["bc_loss_count"] = 0.0, 0
+                meta["evaluations"].append(result)
+                row.update({f"eval_{k}": v for k, v in result.items() if k not in ("step", "bc_loss")
+                            and v is not None})
+                progress.evaluated(step, _describe(result))
+            metrics_csv.append(row)
 
-        if step % int(config.save_every) == 0 or step == total_steps:
-            meta["last_saved"] = step
-            checkpoints.save(step, {"agent": agent, "data_rng": data_rng}, meta)
-    checkpoints.close()
+            if step % int(config.save_every) == 0 or step == total_steps:
+                meta["last_saved"] = step
+                checkpoints.save(step, {"agent": agent, "data_rng": data_rng}, meta)
+    finally:
+        checkpoints.close()
     return finish(config, dataset, workdir, meta["evaluations"], label)
 
 

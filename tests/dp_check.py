@@ -1,6 +1,7 @@
 """Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 (see test_data_parallel.py)."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +53,28 @@ def main():
     agent, data_rng, metrics = chunk(parallel, jax.tree_util.tree_map(jnp.asarray, data), jax.random.PRNGKey(1))
     report["chunk_finite"] = bool(all(np.isfinite(np.asarray(v)).all() for v in metrics.values()))
     report["chunk_step"] = int(agent.step)
-    print("REPORT " + json.dumps(report))
+
+    # A run trained on 4 devices refuses to resume on 2: each device draws its own minibatch stream.
+    import sys
+    import tempfile
+
+    from dql.data import d4rl
+    from dql.trainer import train
+    from tests.helpers import write_d4rl_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/tiny.hdf5"
+        write_d4rl_file(Path(path), obs_dim=3, act_dim=1)
+        dataset = d4rl.read_hdf5(path)
+        run_config = tiny_config(steps=10, save_every=10, eval_every=10, batch_size=16)
+        train(run_config, dataset, f"{folder}/run", None)
+        run_config.steps, run_config.num_devices = 20, 2
+        try:
+            train(run_config, dataset, f"{folder}/run", None)
+            report["device_change"] = "accepted"
+        except ValueError as error:
+            report["device_change"] = str(error)
+    print("REPORT " + json.dumps(report), file=sys.stdout)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ def test_cli_trains_evaluates_saves_and_resumes(tmp_path, pendulum_file):
         (["--env=Hopper-v5"], "has 3-dim observations but env Hopper-v5 has shape (11,)"),
         (["--env=NoSuchEnv-v0"], "--env: cannot make Gymnasium environment 'NoSuchEnv-v0'"),
         (["--batch_size=0"], "--batch_size (config.batch_size) must be positive, got 0"),
+        (["--config.beta_schedule=sigmoid"], "unknown beta schedule 'sigmoid'"),
+        (["--config.reward_tune=clip"], "--config.reward_tune='clip'"),
+        (["--config.nonexistent=1"], "nonexistent"),
     ],
 )
 def test_cli_rejects_bad_input_before_training(tmp_path, pendulum_file, args, message):
@@ -76,7 +79,7 @@ def test_cli_rejects_bad_input_before_training(tmp_path, pendulum_file, args, me
                      "--config.hidden_dims=8")
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
-    assert not (workdir / "checkpoints").exists()
+    assert not workdir.exists()
 
 
 def test_cli_rejects_unreadable_dataset_and_nan_data(tmp_path):

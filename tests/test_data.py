@@ -162,3 +162,37 @@ def test_builtin_dataset_is_generated_once_and_cached(tmp_path, monkeypatch):
     mtime = path.stat().st_mtime_ns
     load_dataset("pendulum-mixed-v0")
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_missing_timeouts_follow_d4rl_episode_length_rule(tmp_path):
+    path = tmp_path / "no_timeouts.hdf5"
+    # 12 rows, no terminals: with episodes of at most 5 steps rows 4 and 9 time out; row 11 has no successor.
+    write_d4rl_file(path, episodes=((12, False),), timeouts=None, attrs={"max_episode_steps": 5})
+    ds = d4rl.read_hdf5(path)
+    np.testing.assert_array_equal(ds.observations[:, 0], [0, 1, 2, 3, 5, 6, 7, 8, 10])
+    assert len(ds.episode_returns) == 2
+
+
+def test_a_file_named_like_a_d4rl_download_is_that_dataset(tmp_path):
+    path = tmp_path / "walker2d_medium_replay-v2.hdf5"
+    write_d4rl_file(path, obs_dim=17, act_dim=6)
+    ds = load_dataset(str(path))
+    assert ds.name == "walker2d-medium-replay-v2" and (ds.ref_min_score, ds.ref_max_score) == (1.629008, 4592.3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(attrs={"max_action": np.array([1.0, 2.0], np.float32)}),
+         r"attribute 'max_action' is \[1.0, 2.0\], expected 1 or 1 positive numbers"),
+        (dict(attrs={"max_action": np.array([0.0], np.float32)}), "attribute 'max_action' is"),
+        (dict(episodes=((1, False),)), "no transition is left"),
+        (dict(episodes=(), observations=np.zeros((0, 3), np.float32)), "key 'observations' has no rows"),
+        (dict(observations=np.float32(3.0)), r"key 'observations' has shape \(\)"),
+    ],
+)
+def test_more_bad_files(tmp_path, kwargs, message):
+    path = tmp_path / "bad.hdf5"
+    write_d4rl_file(path, **kwargs)
+    with pytest.raises(DatasetError, match=message):
+        d4rl.read_hdf5(path)

@@ -21,3 +21,4 @@ def test_data_parallel_update_equals_single_device_update():
             assert abs(single - parallel) <= 1e-4 * max(1.0, abs(single)), (name, single, parallel)
     assert report["max_abs_diff"] < 1e-5 * max(1.0, report["max_abs_param"])
     assert report["chunk_finite"] and report["chunk_step"] == 8
+    assert "was trained on 4 device(s), this machine offers 2" in report["device_change"]

@@ -52,6 +52,9 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, pendulum_file, monkeypatch
     )
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), p_straight, p_resumed)
     assert meta_straight["evaluations"] == meta_resumed["evaluations"]
+    # Offline selection ranks the BC loss averaged over all steps since the previous evaluation.
+    bc_rows = [float(r["bc_loss"]) for r in straight]
+    assert meta_straight["evaluations"][1]["bc_loss"] == pytest.approx(np.mean(bc_rows[2:4]), rel=1e-6)
     assert summary["final"]["step"] == 40
     for name in ("metrics.csv", "learning_curve.png", "summary.json"):
         assert (tmp_path / "resumed" / name).stat().st_size > 0

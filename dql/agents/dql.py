@@ -20,8 +20,8 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
-from dql.diffusion import DiffusionSchedule, diffusion_loss, sample
-from dql.nets import CriticEnsemble, NoisePredictor
+from dql.diffusion import DiffusionSchedule, diffusion_loss, make_betas, sample
+from dql.nets import CriticEnsemble, NoisePredictor, activation_by_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,7 @@ class DQLHyperparams:
     critic_lr: float = 3e-4
     lr_decay: bool = True
     steps_per_epoch: int = 1000
+    lr_decay_every: int = 50_000
     grad_norm: float = 9.0
     discount: float = 0.99
     tau: float = 0.005
@@ -48,6 +49,31 @@ class DQLHyperparams:
     ema_every: int = 5
     num_action_candidates: int = 50
     axis_name: str | None = None
+
+    def __post_init__(self):
+        """Reject values the update cannot run with, naming the --config flag."""
+        make_betas(self.beta_schedule, self.diffusion_steps)
+        activation_by_name(self.activation)
+        positive = ("total_steps", "steps_per_epoch", "lr_decay_every", "ema_every", "num_q_backup_samples",
+                    "num_action_candidates")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--config.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "critic_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--config.{name} must be > 0, got {getattr(self, name)}")
+        for name, low, high in (("discount", 0.0, 1.0), ("tau", 0.0, 1.0), ("ema_decay", 0.0, 1.0)):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"--config.{name} must be in [{low}, {high}], got {getattr(self, name)}")
+        for name in ("eta", "grad_norm", "ema_start"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--config.{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_dim < 4 or self.time_dim % 2:
+            raise ValueError(f"--config.time_dim must be even and >= 4, got {self.time_dim}")
+        if not self.hidden_dims or min(self.hidden_dims) < 1:
+            raise ValueError(f"--config.hidden_dims must be positive layer widths, got {self.hidden_dims}")
+        if not self.max_action or min(self.max_action) <= 0:
+            raise ValueError(f"action bounds must be positive, got {self.max_action}")
 
     @classmethod
     def from_config(cls, config, max_action, axis_name: str | None = None) -> "DQLHyperparams":
@@ -91,9 +117,9 @@ class DQLAgent(struct.PyTreeNode):
         noise_net, critic_net = _noise_net(hp, action_dim), _critic_net(hp)
         actor_params = noise_net.init(actor_key, actions, jnp.zeros((1,), jnp.int32), observations)
         critic_params = critic_net.init(critic_key, observations, actions)
-        actor_schedule = common.learning_rate_schedule(hp.lr, hp.lr_decay, hp.total_steps, hp.steps_per_epoch)
-        critic_schedule = common.learning_rate_schedule(
-            hp.critic_lr, hp.lr_decay, hp.total_steps, hp.steps_per_epoch
+        actor_schedule, critic_schedule = (
+            common.learning_rate_schedule(lr, hp.lr_decay, hp.total_steps, hp.steps_per_epoch, hp.lr_decay_every)
+            for lr in (hp.lr, hp.critic_lr)
         )
         return cls(
             actor=common.make_train_state(
@@ -147,7 +173,9 @@ class DQLAgent(struct.PyTreeNode):
         local_batch, action_dim = actions.shape
         rng, step_key, order_key = jax.random.split(self.rng, 3)
         keys = common.per_example_keys(step_key, local_batch, hp.axis_name)
-        target_keys, bc_keys, policy_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 0, 1)
+        target_keys, bc_t_keys, bc_noise_keys, policy_keys = jnp.swapaxes(
+            jax.vmap(lambda k: jax.random.split(k, 4))(keys), 0, 1
+        )
 
         # ---- critic: regress both heads on the backup computed with the EMA actor and the target critic.
         n_backup = hp.num_q_backup_samples if hp.max_q_backup else 1
@@ -169,8 +197,8 @@ class DQLAgent(struct.PyTreeNode):
         critic = self.critic.apply_gradients(grads=critic_grads)
 
         # ---- actor: diffusion loss on the data plus the normalised Q of fresh samples under the new critic.
-        bc_t = jax.vmap(lambda k: jax.random.randint(k, (), 0, hp.diffusion_steps))(bc_keys)
-        bc_noise = common.per_example_normal(bc_keys, (action_dim,))
+        bc_t = jax.vmap(lambda k: jax.random.randint(k, (), 0, hp.diffusion_steps))(bc_t_keys)
+        bc_noise = common.per_example_normal(bc_noise_keys, (action_dim,))
         policy_noise = common.per_example_normal(policy_keys, (hp.diffusion_steps + 1, action_dim))
         first_head = jax.random.bernoulli(order_key)
         schedule = self.schedule

@@ -23,7 +23,7 @@ def load_dataset(spec: str) -> Dataset:
         return BUILTIN_DATASETS[spec]()
     if d4rl.is_d4rl_name(spec):
         return d4rl.load(spec)
-    if spec.endswith((".hdf5", ".h5")) or Path(spec).exists():
+    if spec.endswith((".hdf5", ".h5")) or Path(spec).expanduser().exists():
         return d4rl.read_hdf5(spec)
     raise DatasetError(
         f"--dataset={spec!r} is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}), a D4RL name "

@@ -1,12 +1,15 @@
 """D4RL datasets without the d4rl package: names, URLs, the local cache, download, and the hdf5 reader.
 
-The reader reproduces d4rl's `qlearning_dataset`: next observations come from the file's `next_observations` or,
-where it has none, from `observations[i + 1]` (and the last row, which has no successor, is dropped); transitions
-at a timeout are dropped because their successor belongs to the next episode; `terminals` become `dones`.
+The reader follows d4rl's `qlearning_dataset`: transitions at a timeout are dropped, because their successor
+belongs to the next episode; `terminals` become `dones`; next observations are `observations[i + 1]`, and the last
+row, which has no successor, is dropped. One difference: where a file has its own `next_observations` (D4RL's v2
+files do), those are used and the last row is kept. Within an episode they equal observations[i + 1]; so on D4RL's
+files the two readings differ at most in the file's last row.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
 import time
@@ -18,7 +21,7 @@ import h5py
 import numpy as np
 
 from dql.data import scores
-from dql.data.dataset import Dataset, DatasetError, episode_returns
+from dql.data.dataset import Dataset, DatasetError, check_finite, episode_returns
 
 _BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
@@ -59,6 +62,8 @@ def _build_url_table() -> dict[str, str]:
 
 
 D4RL_URLS: dict[str, str] = _build_url_table()
+# d4rl stores each download under the URL's file name; a file of that name is that dataset.
+_NAME_BY_FILE: dict[str, str] = {url.rsplit("/", 1)[-1]: name for name, url in D4RL_URLS.items()}
 
 
 def is_d4rl_name(name: str) -> bool:
@@ -94,7 +99,7 @@ def download(url: str, destination: Path, timeout: float = 60.0) -> Path:
             raise DatasetError(f"download of {url} stopped at {received} of {expected} bytes")
         check_hdf5(partial, display_name=url)
         os.replace(partial, destination)
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as error:
         raise DatasetError(
             f"could not download {url} to {destination}: {error}. Without internet, put the file there by hand "
             "or set D4RL_DATASET_DIR to the folder that holds it."
@@ -141,66 +146,101 @@ def _read_array(f: h5py.File, key: str, path: Path, kind: str) -> np.ndarray:
     return value
 
 
+def _timeouts_from_episode_length(terminals: np.ndarray, max_episode_steps: int) -> np.ndarray:
+    """d4rl's rule for files without `timeouts`: an episode that runs max_episode_steps rows times out."""
+    timeouts = np.zeros(len(terminals), bool)
+    steps = 0
+    for row, terminal in enumerate(terminals):
+        steps += 1
+        if terminal:
+            steps = 0
+        elif steps == max_episode_steps:
+            timeouts[row], steps = True, 0
+    return timeouts
+
+
+def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    observations = arrays["observations"]
+    if observations.ndim != 2:
+        raise DatasetError(f"{path}: key 'observations' has shape {observations.shape}, expected (N, obs_dim)")
+    n = len(observations)
+    if n == 0:
+        raise DatasetError(f"{path}: key 'observations' has no rows")
+    for key, value in arrays.items():
+        if len(value) != n:
+            raise DatasetError(f"{path}: key {key!r} has {len(value)} rows but 'observations' has {n}")
+        expected = (n, observations.shape[1]) if key == "next_observations" else None
+        if key == "actions" and value.ndim != 2:
+            raise DatasetError(f"{path}: key 'actions' has shape {value.shape}, expected (N, act_dim)")
+        if key in ("rewards", "terminals", "timeouts") and value.ndim != 1:
+            raise DatasetError(f"{path}: key {key!r} has shape {value.shape}, expected ({n},)")
+        if expected is not None and value.shape != expected:
+            raise DatasetError(f"{path}: key {key!r} has shape {value.shape}, expected {expected}")
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        if key in arrays:
+            check_finite(arrays[key], key, str(path))
+
+
+def _max_action(path: Path, attrs: dict, actions: np.ndarray) -> np.ndarray:
+    if "max_action" not in attrs:
+        return _infer_max_action(actions)
+    value = np.asarray(attrs["max_action"], np.float32).reshape(-1)
+    if value.size not in (1, actions.shape[1]) or np.any(value <= 0):
+        raise DatasetError(
+            f"{path}: attribute 'max_action' is {value.tolist()}, expected 1 or {actions.shape[1]} positive numbers"
+        )
+    return np.broadcast_to(value, (actions.shape[1],)).copy()
+
+
 def read_hdf5(path: str | Path, name: str | None = None) -> Dataset:
     """Read a D4RL-format hdf5 file into a Dataset with qlearning_dataset semantics (see module docstring).
 
-    Metadata the project writes into its own files (env_id, reference scores, max_action) is read from the root
-    attributes; for D4RL names the reference scores come from D4RL's table.
+    Metadata the project writes into its own files (name, env_id, reference scores, max_action) is read from the
+    root attributes; a file named as d4rl names its downloads (hopper_medium-v2.hdf5) is taken for that dataset,
+    with D4RL's reference scores.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset file {path} does not exist")
     check_hdf5(path)
     with h5py.File(path, "r") as f:
-        observations = _read_array(f, "observations", path, "float")
-        actions = _read_array(f, "actions", path, "float")
-        rewards = _read_array(f, "rewards", path, "float")
-        terminals = _read_array(f, "terminals", path, "flag")
-        timeouts = _read_array(f, "timeouts", path, "flag") if "timeouts" in f else None
-        next_observations = _read_array(f, "next_observations", path, "float") if "next_observations" in f else None
+        arrays = {
+            "observations": _read_array(f, "observations", path, "float"),
+            "actions": _read_array(f, "actions", path, "float"),
+            "rewards": _read_array(f, "rewards", path, "float"),
+            "terminals": _read_array(f, "terminals", path, "flag"),
+        }
+        for key, kind in (("timeouts", "flag"), ("next_observations", "float")):
+            if key in f:
+                arrays[key] = _read_array(f, key, path, kind)
         attrs = dict(f.attrs)
+    rewards = arrays["rewards"]
+    if rewards.ndim == 2 and rewards.shape[1] == 1:
+        arrays["rewards"] = rewards.reshape(-1)
+    _check_shapes(path, arrays)
 
-    n = len(observations)
-    if observations.ndim != 2:
-        raise DatasetError(f"{path}: key 'observations' has shape {observations.shape}, expected (N, obs_dim)")
-    if actions.ndim != 2:
-        raise DatasetError(f"{path}: key 'actions' has shape {actions.shape}, expected (N, act_dim)")
-    rewards = rewards.reshape(-1) if rewards.ndim == 2 and rewards.shape[1] == 1 else rewards
-    flags = {"rewards": rewards, "terminals": terminals}
-    if timeouts is not None:
-        flags["timeouts"] = timeouts
-    for key, value in {"actions": actions, **flags}.items():
-        if len(value) != n:
-            raise DatasetError(f"{path}: key {key!r} has {len(value)} rows but 'observations' has {n}")
-        if key != "actions" and value.ndim != 1:
-            raise DatasetError(f"{path}: key {key!r} has shape {value.shape}, expected ({n},)")
-    if next_observations is not None and next_observations.shape != observations.shape:
-        raise DatasetError(
-            f"{path}: key 'next_observations' has shape {next_observations.shape}, expected {observations.shape}"
-        )
-    for key, value in (("observations", observations), ("actions", actions), ("rewards", rewards)):
-        bad = ~np.isfinite(value)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise DatasetError(f"{path}: key {key!r} has {int(bad.sum())} NaN/inf value(s), first at row {row}")
-
-    terminals = terminals.astype(bool)
-    timeouts = np.zeros(n, bool) if timeouts is None else timeouts.astype(bool)
+    observations, actions, rewards = arrays["observations"], arrays["actions"], arrays["rewards"]
+    terminals = arrays["terminals"].astype(bool)
+    if "timeouts" in arrays:
+        timeouts = arrays["timeouts"].astype(bool)
+    else:
+        max_episode_steps = int(attrs.get("max_episode_steps", 1000))
+        print(f"warning: {path} has no 'timeouts'; treating episodes that reach {max_episode_steps} steps as timed "
+              "out, as d4rl does (set the file attribute max_episode_steps to change it)", file=sys.stderr)
+        timeouts = _timeouts_from_episode_length(terminals, max_episode_steps)
     keep = ~timeouts
+    next_observations = arrays.get("next_observations")
     if next_observations is None:
         next_observations = np.concatenate([observations[1:], observations[-1:]], axis=0)
         keep[-1] = False  # the last row has no successor in the file
-    returns = episode_returns(rewards, terminals | timeouts)
+    if not keep.any():
+        raise DatasetError(f"{path}: no transition is left after dropping the rows at timeouts")
 
-    name = name or str(attrs.get("name", path.stem))
-    reference = scores.reference_scores(name)
-    ref_min, ref_max = (float(attrs["ref_min_score"]), float(attrs["ref_max_score"])) if (
-        "ref_min_score" in attrs and "ref_max_score" in attrs
-    ) else (reference if reference is not None else (None, None))
-    if "max_action" in attrs:
-        max_action = np.broadcast_to(np.asarray(attrs["max_action"], np.float32), (actions.shape[1],)).copy()
+    name = name or (str(attrs["name"]) if "name" in attrs else _NAME_BY_FILE.get(path.name, path.stem))
+    if "ref_min_score" in attrs and "ref_max_score" in attrs:
+        ref_min, ref_max = float(attrs["ref_min_score"]), float(attrs["ref_max_score"])
     else:
-        max_action = _infer_max_action(actions)
+        ref_min, ref_max = scores.reference_scores(name) or (None, None)
     return Dataset(
         observations=observations[keep].astype(np.float32),
         actions=actions[keep].astype(np.float32),
@@ -209,8 +249,8 @@ def read_hdf5(path: str | Path, name: str | None = None) -> Dataset:
         dones=terminals[keep].astype(np.float32),
         name=name,
         source=str(path),
-        episode_returns=returns,
-        max_action=max_action,
+        episode_returns=episode_returns(rewards, terminals | timeouts),
+        max_action=_max_action(path, attrs, actions),
         env_id=str(attrs["env_id"]) if "env_id" in attrs else None,
         ref_min_score=ref_min,
         ref_max_score=ref_max,

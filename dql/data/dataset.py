@@ -96,10 +96,7 @@ def validate_transitions(arrays: dict[str, np.ndarray], source: str) -> None:
             n = len(value)
         elif len(value) != n:
             raise DatasetError(f"{source}: key {key!r} has {len(value)} rows but 'observations' has {n}")
-        bad = ~np.isfinite(value)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise DatasetError(f"{source}: key {key!r} has {int(bad.sum())} NaN/inf value(s), first at row {row}")
+        check_finite(value, key, source)
     if n == 0:
         raise DatasetError(f"{source}: the dataset has no transitions")
     if arrays["next_observations"].shape[1] != arrays["observations"].shape[1]:
@@ -107,6 +104,13 @@ def validate_transitions(arrays: dict[str, np.ndarray], source: str) -> None:
             f"{source}: 'next_observations' has {arrays['next_observations'].shape[1]} columns, "
             f"'observations' has {arrays['observations'].shape[1]}"
         )
+
+
+def check_finite(value: np.ndarray, key: str, source: str) -> None:
+    bad = ~np.isfinite(value)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise DatasetError(f"{source}: key {key!r} has {int(bad.sum())} NaN/inf value(s), first at row {row}")
 
 
 def episode_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:

@@ -1,0 +1,84 @@
+"""The DQL agent's schedules, slow copies and hyperparameter checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dql.agents import create_agent, hyperparams
+from dql.agents.common import learning_rate_schedule
+from tests.conftest import tiny_config
+
+
+def test_learning_rate_schedule_is_cosine_over_epochs_stepped_every_decay_every():
+    schedule = learning_rate_schedule(1.0, True, total_steps=10, steps_per_epoch=2, decay_every=4)
+    for count in range(12):
+        expected = 0.5 * (1 + np.cos(np.pi * min(count // 4, 5) / 5))  # T_max = 5 epochs
+        assert float(schedule(count)) == pytest.approx(expected, abs=1e-6)
+    assert float(learning_rate_schedule(0.3, False, 10, 2, 4)(7)) == pytest.approx(0.3)
+
+
+def _batch(rng, n=16, obs_dim=3, act_dim=2):
+    return {
+        "observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
+        "actions": jnp.asarray(rng.uniform(-1, 1, (n, act_dim)), jnp.float32),
+        "rewards": jnp.asarray(rng.normal(size=n), jnp.float32),
+        "next_observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32),
+        "dones": jnp.zeros(n, jnp.float32),
+    }
+
+
+def test_ema_actor_starts_late_and_moves_every_k_steps_critic_target_every_step():
+    config = tiny_config(ema_start=2, ema_every=2, ema_decay=0.9, tau=0.25)
+    # Committed to the device like the update's outputs, so the jitted update compiles once.
+    agent = jax.device_put(create_agent("dql", jax.random.PRNGKey(0), 3, 2, [1.0, 1.0], config), jax.devices()[0])
+    host = jax.device_get  # compare on the host: eager jax arithmetic would compile every small op
+    tree_map = jax.tree_util.tree_map
+    initial_ema, initial_target = host(agent.actor_ema_params), host(agent.critic_target_params)
+    batch = _batch(np.random.default_rng(0))
+    update = jax.jit(lambda a, b: a.update(b))
+
+    agent, _ = update(agent, batch)  # step 0: before ema_start
+    tree_map(np.testing.assert_array_equal, host(agent.actor_ema_params), initial_ema)
+    expected_target = tree_map(lambda t, c: 0.75 * t + 0.25 * c, initial_target, host(agent.critic.params))
+    tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), host(agent.critic_target_params),
+             expected_target)
+    agent, _ = update(agent, batch)  # step 1: not yet
+    tree_map(np.testing.assert_array_equal, host(agent.actor_ema_params), initial_ema)
+    agent, _ = update(agent, batch)  # step 2: the first EMA step
+    expected_ema = tree_map(lambda e, p: 0.9 * e + 0.1 * p, initial_ema, host(agent.actor.params))
+    tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), host(agent.actor_ema_params),
+             expected_ema)
+    before = host(agent.actor_ema_params)
+    agent, _ = update(agent, batch)  # step 3: skipped (every 2)
+    tree_map(np.testing.assert_array_equal, host(agent.actor_ema_params), before)
+    assert int(agent.step) == 4
+
+
+def test_action_selection_respects_bounds_and_is_reproducible():
+    agent = create_agent("dql", jax.random.PRNGKey(1), 3, 2, [0.5, 2.0], tiny_config())
+    observations = jnp.asarray(np.random.default_rng(1).normal(size=(20, 3)), jnp.float32)
+    actions = agent.sample_actions(observations, jax.random.PRNGKey(4))
+    assert actions.shape == (20, 2)
+    assert np.all(np.abs(np.asarray(actions)) <= np.array([0.5, 2.0]) + 1e-6)
+    np.testing.assert_array_equal(actions, agent.sample_actions(observations, jax.random.PRNGKey(4)))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"beta_schedule": "sigmoid"}, "unknown beta schedule 'sigmoid'"),
+        ({"diffusion_steps": 0}, "diffusion steps must be >= 1"),
+        ({"activation": "swish"}, "unknown activation 'swish'"),
+        ({"ema_every": 0}, "--config.ema_every must be >= 1"),
+        ({"time_dim": 7}, "--config.time_dim must be even and >= 4"),
+        ({"discount": 1.5}, r"--config.discount must be in \[0.0, 1.0\]"),
+        ({"num_action_candidates": 0}, "--config.num_action_candidates must be >= 1"),
+        ({"lr": 0.0}, "--config.lr must be > 0"),
+    ],
+)
+def test_bad_hyperparameters_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        hyperparams("dql", tiny_config(**override), [1.0])
+    with pytest.raises(ValueError, match="--algo='dqn' is not a known algorithm"):
+        hyperparams("dqn", tiny_config(), [1.0])
