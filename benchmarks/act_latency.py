@@ -17,12 +17,8 @@ from absl import app, flags
 from benchmarks.common import config_for, device_facts
 from dql.agents import create_agent
 
-flags.DEFINE_string("algo", "dql", "Algorithm.")
-flags.DEFINE_integer("obs_dim", 17, "Observation size.")
-flags.DEFINE_integer("act_dim", 6, "Action size.")
 flags.DEFINE_list("batch_sizes", ["1", "10"], "States per call.")
 flags.DEFINE_integer("calls", 300, "Timed calls per batch size (after 20 warm-up calls).")
-flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=num_action_candidates=50.")
 FLAGS = flags.FLAGS
 
 

@@ -7,6 +7,13 @@ import time
 
 import jax
 import numpy as np
+from absl import flags
+
+# The flags every benchmark shares: which agent, at what sizes, with which config overrides.
+flags.DEFINE_string("algo", "dql", "Algorithm.")
+flags.DEFINE_integer("obs_dim", 17, "Observation size.")
+flags.DEFINE_integer("act_dim", 6, "Action size.")
+flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=max_q_backup=True.")
 
 
 def config_for(algo: str, overrides: list[str]):

@@ -19,8 +19,6 @@ from absl import app, flags
 from benchmarks.common import random_transitions
 
 flags.DEFINE_string("repo", None, "Path to a checkout of Zhendong-Wang/Diffusion-Policies-for-Offline-RL.")
-flags.DEFINE_integer("obs_dim", 17, "Observation size.")
-flags.DEFINE_integer("act_dim", 6, "Action size.")
 flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
 flags.DEFINE_integer("steps", 200, "Timed gradient steps (after 20 warm-up steps).")
 flags.DEFINE_boolean("max_q_backup", False, "Use the max-Q backup.")

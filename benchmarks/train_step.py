@@ -21,15 +21,11 @@ from dql.agents import create_agent
 from dql.data import sample_batch
 from dql.trainer import AXIS, build_train_chunk, make_mesh
 
-flags.DEFINE_string("algo", "dql", "Algorithm.")
-flags.DEFINE_integer("obs_dim", 17, "Observation size.")
-flags.DEFINE_integer("act_dim", 6, "Action size.")
 flags.DEFINE_integer("batch_size", 256, "Global minibatch size.")
 flags.DEFINE_integer("steps_per_dispatch", 1000, "Updates per compiled call.")
 flags.DEFINE_integer("repeats", 3, "Timed dispatches (after one warm-up dispatch).")
 flags.DEFINE_integer("num_rows", 100_000, "Rows of the synthetic device-resident dataset.")
 flags.DEFINE_integer("num_devices", 0, "Devices to shard the batch over (0: all).")
-flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, e.g. --set=max_q_backup=True.")
 FLAGS = flags.FLAGS
 
 

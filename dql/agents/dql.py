@@ -79,9 +79,8 @@ class DQLHyperparams:
     def from_config(cls, config, max_action, axis_name: str | None = None) -> "DQLHyperparams":
         names = {f.name for f in dataclasses.fields(cls)} - {"max_action", "total_steps", "axis_name"}
         values = {name: config[name] for name in names if name in config}
-        for name in ("hidden_dims",):
-            if name in values:
-                values[name] = tuple(int(v) for v in values[name])
+        if "hidden_dims" in values:
+            values["hidden_dims"] = tuple(int(v) for v in values["hidden_dims"])
         return cls(
             max_action=tuple(float(m) for m in max_action),
             total_steps=int(config.steps),
