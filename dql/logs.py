@@ -6,6 +6,7 @@ import csv
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,38 @@ class MetricsCSV:
             csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(
                 {key: _format(value) for key, value in row.items()}
             )
+
+
+class TensorBoard:
+    """Scalars as TensorBoard event files under `<workdir>/tensorboard` (optional: needs the tensorboard package)."""
+
+    def __init__(self, logdir: str | Path):
+        Event, Summary, EventFileWriter = self.require()
+        self._event, self._summary = Event, Summary
+        self._writer = EventFileWriter(str(logdir))
+
+    @staticmethod
+    def require():
+        """The tensorboard classes we write with, or an ImportError with the install hint."""
+        try:
+            from tensorboard.compat.proto.event_pb2 import Event
+            from tensorboard.compat.proto.summary_pb2 import Summary
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            raise ImportError(
+                "--config.tensorboard=True needs the tensorboard package: pip install 'dql[tensorboard]'"
+            ) from None
+        return Event, Summary, EventFileWriter
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        summary = self._summary(
+            value=[self._summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items() if v is not None]
+        )
+        self._writer.add_event(self._event(wall_time=time.time(), step=step, summary=summary))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def _format(value):

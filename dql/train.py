@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 import experiments.configs
+from dql import logs
 from dql.agents import hyperparams
 from dql.data import DatasetError, load_dataset, tune_rewards
 from dql.envs import check_env_matches, env_for_dataset
@@ -128,13 +129,15 @@ def main(argv):
         # Everything the run will need is checked before its folder is written.
         hyperparams(config.algo, config, dataset.max_action)
         tune_rewards(dataset.rewards, config.reward_tune, dataset.episode_returns)
+        if config.tensorboard:
+            logs.TensorBoard.require()
         if FLAGS.workdir:
             workdir = Path(FLAGS.workdir).expanduser()
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             workdir = Path("runs") / f"{config.algo}-{dataset.name}-seed{config.seed}-{stamp}"
         prepare_workdir(workdir, config)
-    except (DatasetError, ValueError) as error:
+    except (DatasetError, ValueError, ImportError) as error:
         sys.exit(f"error: {error}")
 
     print("resolved config:\n" + json.dumps(_jsonable(config), indent=2, sort_keys=True), flush=True)

@@ -181,6 +181,7 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
     state = jax.device_put({"agent": agent, "data_rng": data_key}, replicated)
 
     checkpoints = Checkpoints(workdir)
+    tensorboard = None
     try:
         step = checkpoints.latest_step() or 0
         # bc_loss_sum/count: the BC loss since the last evaluation, which offline model selection ranks.
@@ -203,6 +204,7 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
 
         compiled: dict[int, object] = {}
         metrics_csv = None
+        tensorboard = logs.TensorBoard(workdir / "tensorboard") if config.get("tensorboard") else None
         progress = logs.Progress(total_steps, label)
         if meta["evaluations"]:
             last = meta["evaluations"][-1]
@@ -243,12 +245,17 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
                             and v is not None})
                 progress.evaluated(step, _describe(result))
             metrics_csv.append(row)
+            if tensorboard is not None:
+                tensorboard.scalars(step, {("eval/" + k[5:] if k.startswith("eval_") else f"train/{k}"): v
+                                           for k, v in row.items() if k not in ("step", "wall_time_s")})
 
             if step % int(config.save_every) == 0 or step == total_steps:
                 meta["last_saved"] = step
                 checkpoints.save(step, {"agent": agent, "data_rng": data_rng}, meta)
     finally:
         checkpoints.close()
+        if tensorboard is not None:
+            tensorboard.close()
     return finish(config, dataset, workdir, meta["evaluations"], label)
 
 

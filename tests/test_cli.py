@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 import dql
+from dql.logs import read_csv
 from tests.helpers import write_d4rl_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "--steps=20", "--eval_every=10", "--save_every=10", "--eval_episodes=2", "--batch_size=16",
     "--config.hidden_dims=32,32", "--config.steps_per_dispatch=10", "--config.num_action_candidates=4",
+    "--config.tensorboard=True",
 ]
 
 
@@ -38,6 +40,14 @@ def test_cli_trains_evaluates_saves_and_resumes(tmp_path, pendulum_file):
     for name in ("metrics.csv", "learning_curve.png", "summary.json", "dataset.json"):
         assert (workdir / name).stat().st_size > 0
     assert (workdir / "checkpoints" / "20").is_dir()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/score_mean")] == [10, 20]
+    critic_loss = [e.value for e in events.Scalars("train/critic_loss")]
+    rows = [float(r["critic_loss"]) for r in read_csv(workdir / "metrics.csv")]
+    np.testing.assert_allclose(critic_loss, rows, rtol=1e-6)  # the same numbers as metrics.csv
 
     policy = dql.load_policy(workdir)
     observations = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)

@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.reward_tune = "no"
     config.top_k = 1  # offline model selection: the eval whose BC-loss rank is top_k
     config.num_devices = 0  # 0: all local devices
+    config.tensorboard = False  # also write TensorBoard event files (pip install 'dql[tensorboard]')
     # ---- agent
     config.lr = 3e-4  # actor learning rate (the paper's per-dataset `lr`)
     config.critic_lr = 3e-4  # the reference implementation fixes the critic's at 3e-4 for every dataset
