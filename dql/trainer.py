@@ -236,13 +236,8 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
                    **means}
 
             if evaluator is not None and (step % int(config.eval_every) == 0 or step == total_steps):
-                result = evaluator(agent, step)
-                if meta["bc_loss_count"]:
-                    result["bc_loss"] = meta["bc_loss_sum"] / meta["bc_loss_count"]
-                meta["bc_loss_sum"], meta["bc_loss_count"] = 0.0, 0
-                meta["evaluations"].append(result)
-                row.update({f"eval_{k}": v for k, v in result.items() if k not in ("step", "bc_loss")
-                            and v is not None})
+                result = _evaluate(evaluator, agent, step, meta)
+                row.update({f"eval_{k}": v for k, v in result.items() if k not in ("step", "bc_loss")})
                 progress.evaluated(step, _describe(result))
             metrics_csv.append(row)
             if tensorboard is not None:
@@ -257,6 +252,16 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
         if tensorboard is not None:
             tensorboard.close()
     return finish(config, dataset, workdir, meta["evaluations"], label)
+
+
+def _evaluate(evaluator: Evaluator, agent, step: int, meta: dict) -> dict:
+    """Evaluate, attach the mean BC loss since the previous evaluation, and record the result in `meta`."""
+    result = evaluator(agent, step)
+    if meta["bc_loss_count"]:
+        result["bc_loss"] = meta["bc_loss_sum"] / meta["bc_loss_count"]
+    meta["bc_loss_sum"], meta["bc_loss_count"] = 0.0, 0
+    meta["evaluations"].append(result)
+    return result
 
 
 def _describe(result: dict) -> str:
