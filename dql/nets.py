@@ -140,3 +140,57 @@ class CriticEnsemble(nn.Module):
             axis_size=self.num_heads,
         )(self.hidden_dims, 1, self.activation)
         return heads(jnp.concatenate([observations, actions], axis=-1))[..., 0]
+
+
+class GaussianPolicy(nn.Module):
+    """A diagonal Gaussian over unit-box actions: returns (mean, log_std), each [B, action_dim].
+
+    state_dependent_std: log_std from the network (SAC/CQL, BC) or one learned vector (IQL). tanh_mean squashes the
+    mean into [-1, 1] (IQL's policy, whose distribution itself is not squashed).
+    """
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    state_dependent_std: bool = True
+    tanh_mean: bool = False
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = activation_by_name(self.activation)
+        x = observations
+        for width in self.hidden_dims:
+            x = act(TorchDense(width)(x))
+        mean = TorchDense(self.action_dim)(x)
+        if self.tanh_mean:
+            mean = jnp.tanh(mean)
+        if self.state_dependent_std:
+            log_std = TorchDense(self.action_dim)(x)
+        else:
+            log_std = jnp.broadcast_to(self.param("log_std", nn.initializers.zeros, (self.action_dim,)), mean.shape)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+class DeterministicPolicy(nn.Module):
+    """TD3's actor: MLP -> tanh, an action in the unit box."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        return jnp.tanh(MLP(self.hidden_dims, self.action_dim, self.activation)(observations))
+
+
+class ValueNet(nn.Module):
+    """V(s): MLP -> scalar, [B]."""
+
+    hidden_dims: Sequence[int] = (256, 256)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        return MLP(self.hidden_dims, 1, self.activation)(observations)[..., 0]

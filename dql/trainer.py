@@ -175,8 +175,10 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
 
     data = jax.device_put(training_arrays(dataset, config.reward_tune), replicated)
     agent_key, data_key = jax.random.split(jax.random.PRNGKey(int(config.seed)))
+    observation_stats = (dataset.observations.mean(axis=0), dataset.observations.std(axis=0))
     agent = create_agent(
-        config.algo, agent_key, dataset.observation_dim, dataset.action_dim, dataset.max_action, config, AXIS
+        config.algo, agent_key, dataset.observation_dim, dataset.action_dim, dataset.max_action, config, AXIS,
+        observation_stats,
     )
     state = jax.device_put({"agent": agent, "data_rng": data_key}, replicated)
 

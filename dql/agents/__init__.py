@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import jax
 
+from dql.agents.bc import BCAgent, BCHyperparams
+from dql.agents.cql import CQLAgent, CQLHyperparams
+from dql.agents.diffusion_bc import DiffusionBCAgent, DiffusionBCHyperparams
 from dql.agents.dql import DQLAgent, DQLHyperparams
+from dql.agents.iql import IQLAgent, IQLHyperparams
+from dql.agents.td3bc import TD3BCAgent, TD3BCHyperparams
 
-AGENTS = {"dql": (DQLAgent, DQLHyperparams)}
+AGENTS = {
+    "dql": (DQLAgent, DQLHyperparams),
+    "bc": (BCAgent, BCHyperparams),
+    "diffusion_bc": (DiffusionBCAgent, DiffusionBCHyperparams),
+    "td3bc": (TD3BCAgent, TD3BCHyperparams),
+    "iql": (IQLAgent, IQLHyperparams),
+    "cql": (CQLAgent, CQLHyperparams),
+}
 
 
 def hyperparams(algo: str, config, max_action, axis_name=None):
@@ -16,9 +28,15 @@ def hyperparams(algo: str, config, max_action, axis_name=None):
     return AGENTS[algo][1].from_config(config, max_action, axis_name=axis_name)
 
 
-def create_agent(algo: str, rng, observation_dim: int, action_dim: int, max_action, config, axis_name=None):
-    """Build the agent named by --algo from the resolved config."""
-    return AGENTS[algo][0].create(rng, observation_dim, action_dim, hyperparams(algo, config, max_action, axis_name))
+def create_agent(algo: str, rng, observation_dim: int, action_dim: int, max_action, config, axis_name=None,
+                 observation_stats=None):
+    """Build the agent named by --algo from the resolved config.
+
+    observation_stats: (mean, std) of the dataset's observations, for agents that normalise states (TD3+BC); they
+    are stored in the agent, so a restored policy normalises the same way.
+    """
+    hp = hyperparams(algo, config, max_action, axis_name)
+    return AGENTS[algo][0].create(rng, observation_dim, action_dim, hp, observation_stats)
 
 
 @jax.jit

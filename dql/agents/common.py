@@ -7,6 +7,7 @@ only difference between the two paths.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -82,3 +83,55 @@ def make_optimizer(schedule: optax.Schedule, grad_norm: float) -> optax.Gradient
     if grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(grad_norm), adam)
     return adam
+
+
+def apply_where(condition: jax.Array, new_tree, old_tree):
+    """new_tree where condition holds, else old_tree (for updates that run only on some steps, e.g. TD3's delay)."""
+    return jax.tree_util.tree_map(lambda new, old: jnp.where(condition, new, old), new_tree, old_tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparams:
+    """Base of the agents' hyperparameters: read from the resolved config, checked, hashable (static in jit).
+
+    Subclasses list their fields with defaults; `max_action`, `total_steps` and `axis_name` come from the data, the
+    loop and the trainer rather than from config keys of those names.
+    """
+
+    max_action: tuple[float, ...]
+    total_steps: int
+    axis_name: str | None
+
+    @classmethod
+    def from_config(cls, config, max_action, axis_name: str | None = None):
+        names = {f.name for f in dataclasses.fields(cls)} - {"max_action", "total_steps", "axis_name"}
+        values = {name: config[name] for name in names if name in config}
+        if "hidden_dims" in values:
+            values["hidden_dims"] = tuple(int(v) for v in values["hidden_dims"])
+        return cls(
+            max_action=tuple(float(m) for m in max_action),
+            total_steps=int(config.steps),
+            axis_name=axis_name,
+            **values,
+        )
+
+    def __post_init__(self):
+        if not self.max_action or min(self.max_action) <= 0:
+            raise ValueError(f"action bounds must be positive, got {self.max_action}")
+        if self.total_steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {self.total_steps}")
+        hidden = getattr(self, "hidden_dims", (1,))
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"--config.hidden_dims must be positive layer widths, got {hidden}")
+
+    def require(self, at_least: dict[str, float] = (), positive=(), unit_interval=()) -> None:
+        """Range checks whose messages name the --config flag."""
+        for name, low in dict(at_least).items():
+            if getattr(self, name) < low:
+                raise ValueError(f"--config.{name} must be >= {low}, got {getattr(self, name)}")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--config.{name} must be > 0, got {getattr(self, name)}")
+        for name in unit_interval:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--config.{name} must be in [0.0, 1.0], got {getattr(self, name)}")

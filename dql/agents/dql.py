@@ -19,15 +19,12 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from dql.agents import common
-from dql.diffusion import DiffusionSchedule, diffusion_loss, make_betas, sample
-from dql.nets import CriticEnsemble, NoisePredictor, activation_by_name
+from dql.agents import common, diffusion_actor
+from dql.nets import CriticEnsemble
 
 
 @dataclasses.dataclass(frozen=True)
-class DQLHyperparams:
-    max_action: tuple[float, ...]
-    total_steps: int
+class DQLHyperparams(diffusion_actor.DiffusionActorHyperparams):
     lr: float = 3e-4
     critic_lr: float = 3e-4
     lr_decay: bool = True
@@ -37,60 +34,22 @@ class DQLHyperparams:
     discount: float = 0.99
     tau: float = 0.005
     eta: float = 1.0
-    diffusion_steps: int = 5
-    beta_schedule: str = "vp"
-    hidden_dims: tuple[int, ...] = (256, 256, 256)
-    time_dim: int = 16
-    activation: str = "mish"
     max_q_backup: bool = False
     num_q_backup_samples: int = 10
     ema_decay: float = 0.995
     ema_start: int = 1000
     ema_every: int = 5
     num_action_candidates: int = 50
-    axis_name: str | None = None
 
     def __post_init__(self):
         """Reject values the update cannot run with, naming the --config flag."""
-        make_betas(self.beta_schedule, self.diffusion_steps)
-        activation_by_name(self.activation)
-        positive = ("total_steps", "steps_per_epoch", "lr_decay_every", "ema_every", "num_q_backup_samples",
-                    "num_action_candidates")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"--config.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "critic_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--config.{name} must be > 0, got {getattr(self, name)}")
-        for name, low, high in (("discount", 0.0, 1.0), ("tau", 0.0, 1.0), ("ema_decay", 0.0, 1.0)):
-            if not low <= getattr(self, name) <= high:
-                raise ValueError(f"--config.{name} must be in [{low}, {high}], got {getattr(self, name)}")
-        for name in ("eta", "grad_norm", "ema_start"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--config.{name} must be >= 0, got {getattr(self, name)}")
-        if self.time_dim < 4 or self.time_dim % 2:
-            raise ValueError(f"--config.time_dim must be even and >= 4, got {self.time_dim}")
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise ValueError(f"--config.hidden_dims must be positive layer widths, got {self.hidden_dims}")
-        if not self.max_action or min(self.max_action) <= 0:
-            raise ValueError(f"action bounds must be positive, got {self.max_action}")
-
-    @classmethod
-    def from_config(cls, config, max_action, axis_name: str | None = None) -> "DQLHyperparams":
-        names = {f.name for f in dataclasses.fields(cls)} - {"max_action", "total_steps", "axis_name"}
-        values = {name: config[name] for name in names if name in config}
-        if "hidden_dims" in values:
-            values["hidden_dims"] = tuple(int(v) for v in values["hidden_dims"])
-        return cls(
-            max_action=tuple(float(m) for m in max_action),
-            total_steps=int(config.steps),
-            axis_name=axis_name,
-            **values,
+        super().__post_init__()
+        self.require(
+            at_least={"steps_per_epoch": 1, "lr_decay_every": 1, "ema_every": 1, "num_q_backup_samples": 1,
+                      "num_action_candidates": 1, "eta": 0, "grad_norm": 0, "ema_start": 0},
+            positive=("lr", "critic_lr"),
+            unit_interval=("discount", "tau", "ema_decay"),
         )
-
-
-def _noise_net(hp: DQLHyperparams, action_dim: int) -> NoisePredictor:
-    return NoisePredictor(action_dim, hp.hidden_dims, hp.time_dim, hp.activation)
 
 
 def _critic_net(hp: DQLHyperparams) -> CriticEnsemble:
@@ -107,15 +66,14 @@ class DQLAgent(struct.PyTreeNode):
     hp: DQLHyperparams = struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, rng: jax.Array, observation_dim: int, action_dim: int, hp: DQLHyperparams) -> "DQLAgent":
+    def create(cls, rng: jax.Array, observation_dim: int, action_dim: int, hp: DQLHyperparams,
+               observation_stats=None) -> "DQLAgent":
         if len(hp.max_action) != action_dim:
             raise ValueError(f"max_action has {len(hp.max_action)} entries, expected action_dim={action_dim}")
         rng, actor_key, critic_key = jax.random.split(rng, 3)
-        observations = jnp.zeros((1, observation_dim), jnp.float32)
-        actions = jnp.zeros((1, action_dim), jnp.float32)
-        noise_net, critic_net = _noise_net(hp, action_dim), _critic_net(hp)
-        actor_params = noise_net.init(actor_key, actions, jnp.zeros((1,), jnp.int32), observations)
-        critic_params = critic_net.init(critic_key, observations, actions)
+        noise_net, critic_net = diffusion_actor.noise_net(hp, action_dim), _critic_net(hp)
+        actor_params = diffusion_actor.init_params(hp, actor_key, observation_dim, action_dim)
+        critic_params = critic_net.init(critic_key, jnp.zeros((1, observation_dim)), jnp.zeros((1, action_dim)))
         actor_schedule, critic_schedule = (
             common.learning_rate_schedule(lr, hp.lr_decay, hp.total_steps, hp.steps_per_epoch, hp.lr_decay_every)
             for lr in (hp.lr, hp.critic_lr)
@@ -136,23 +94,12 @@ class DQLAgent(struct.PyTreeNode):
         )
 
     # ----------------------------------------------------------------------------------------------- sampling
-    @property
-    def schedule(self) -> DiffusionSchedule:
-        return DiffusionSchedule.create(self.hp.beta_schedule, self.hp.diffusion_steps)
-
     def _sample(self, actor_params, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """Reverse chain with given noise [B, T + 1, A]: noise[:, 0] is x_T, noise[:, 1:] the per-step draws."""
-
-        def eps_fn(x, t, s):
-            return self.actor.apply_fn(actor_params, x, t, s)
-
-        step_noise = jnp.swapaxes(noise[:, 1:], 0, 1)
-        return sample(eps_fn, self.schedule, observations, noise[:, 0], step_noise, jnp.asarray(self.hp.max_action))
+        return diffusion_actor.sample_with_noise(self.actor.apply_fn, actor_params, self.hp, observations, noise)
 
     def sample_actor(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
         """One draw per state from the online actor's reverse chain, with no critic involved."""
-        noise = jax.random.normal(rng, (observations.shape[0], self.hp.diffusion_steps + 1, len(self.hp.max_action)))
-        return self._sample(self.actor.params, observations, noise)
+        return diffusion_actor.sample_actions(self.actor.apply_fn, self.actor.params, self.hp, observations, rng)
 
     def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
         """DQL's action selection: N candidates per state from the actor, one drawn with p = softmax(min_k Q'_k)."""
@@ -196,17 +143,13 @@ class DQLAgent(struct.PyTreeNode):
         critic = self.critic.apply_gradients(grads=critic_grads)
 
         # ---- actor: diffusion loss on the data plus the normalised Q of fresh samples under the new critic.
-        bc_t = jax.vmap(lambda k: jax.random.randint(k, (), 0, hp.diffusion_steps))(bc_t_keys)
-        bc_noise = common.per_example_normal(bc_noise_keys, (action_dim,))
         policy_noise = common.per_example_normal(policy_keys, (hp.diffusion_steps + 1, action_dim))
         first_head = jax.random.bernoulli(order_key)
-        schedule = self.schedule
 
         def actor_loss_fn(actor_params):
-            def eps_fn(x, t, s):
-                return self.actor.apply_fn(actor_params, x, t, s)
-
-            bc_loss = diffusion_loss(eps_fn, schedule, actions, observations, bc_t, bc_noise)
+            bc_loss = diffusion_actor.bc_loss(
+                self.actor.apply_fn, actor_params, hp, actions, observations, bc_t_keys, bc_noise_keys
+            )
             new_actions = self._sample(actor_params, observations, policy_noise)
             q_new = critic.apply_fn(critic.params, observations, new_actions)
             q_i = jnp.where(first_head, q_new[0], q_new[1])

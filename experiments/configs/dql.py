@@ -8,24 +8,11 @@ from __future__ import annotations
 
 import ml_collections
 
-STEPS_PER_EPOCH = 1000
+from experiments.configs.common import PENDULUM_ROW, STEPS_PER_EPOCH, loop_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.algo = "dql"
-    # ---- training loop
-    config.steps = 2000 * STEPS_PER_EPOCH
-    config.batch_size = 256
-    config.steps_per_epoch = STEPS_PER_EPOCH
-    config.steps_per_dispatch = 1000  # updates per compiled call (lax.scan)
-    config.eval_every = 50 * STEPS_PER_EPOCH
-    config.eval_episodes = 10
-    config.save_every = 50 * STEPS_PER_EPOCH
-    config.reward_tune = "no"
-    config.top_k = 1  # offline model selection: the eval whose BC-loss rank is top_k
-    config.num_devices = 0  # 0: all local devices
-    config.tensorboard = False  # also write TensorBoard event files (pip install 'dql[tensorboard]')
+    config = loop_config("dql", steps=2000 * STEPS_PER_EPOCH, eval_every=50 * STEPS_PER_EPOCH)
     # ---- agent
     config.lr = 3e-4  # actor learning rate (the paper's per-dataset `lr`)
     config.critic_lr = 3e-4  # the reference implementation fixes the critic's at 3e-4 for every dataset
@@ -87,13 +74,9 @@ DATASET_OVERRIDES: dict[str, dict] = {
     "kitchen-complete-v0": _row(3e-4, 0.005, False, "no", 250, 9.0, 2, 100),
     "kitchen-partial-v0": _row(3e-4, 0.005, False, "no", 1000, 10.0, 2, 100),
     "kitchen-mixed-v0": _row(3e-4, 0.005, False, "no", 1000, 10.0, 0, 100),
-    # The built-in default task: sized to train, evaluate and report within ten minutes on a 2-core CPU.
     "pendulum-mixed-v0": {
-        "steps": 10_000,
-        "eval_every": 2_500,
-        "save_every": 2_500,
+        **PENDULUM_ROW,
         "lr_decay_every": 2_500,  # one scheduler step per evaluation interval, as the reference does
-        "eval_episodes": 10,
         "grad_norm": 1.0,
         "top_k": 0,
     },

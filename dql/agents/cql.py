@@ -1,0 +1,174 @@
+"""Conservative Q-Learning, CQL(H) on a SAC backbone (Kumar et al., 2020).
+
+Critic loss per head: (Q(s, a) - y)^2 + w * (T log sum_a' exp(Q(s, a') / T) - Q(s, a)), where the log-sum-exp
+runs over N uniform actions, N policy actions at s and N policy actions at s', each importance-weighted by its
+density (uniform: 2^-d on the unit box; policy: pi(a' | .)). y = r + gamma (1 - done) min Q'(s', a' ~ pi).
+With `lagrange`, w = alpha' * cql_weight and alpha' is tuned so the gap stays at `target_action_gap` (AntMaze).
+The actor minimises alpha log pi - min Q(s, a ~ pi) with automatic entropy tuning (target entropy -d).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from dql.agents import common
+from dql.distributions import tanh_gaussian_from_noise
+from dql.nets import CriticEnsemble, GaussianPolicy, activation_by_name
+
+
+@dataclasses.dataclass(frozen=True)
+class CQLHyperparams(common.Hyperparams):
+    cql_weight: float = 5.0
+    num_samples: int = 10
+    cql_temperature: float = 1.0
+    lagrange: bool = False
+    target_action_gap: float = 5.0
+    lr: float = 1e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 1e-4
+    discount: float = 0.99
+    tau: float = 0.005
+    hidden_dims: tuple[int, ...] = (256, 256, 256)
+    activation: str = "relu"
+
+    def __post_init__(self):
+        super().__post_init__()
+        activation_by_name(self.activation)
+        self.require(at_least={"num_samples": 1, "cql_weight": 0},
+                     positive=("lr", "critic_lr", "alpha_lr", "cql_temperature"), unit_interval=("discount", "tau"))
+
+
+def conservative_gap(q_data: jax.Array, q_ood: jax.Array, log_density: jax.Array, temperature: float) -> jax.Array:
+    """T logsumexp((Q(s, a') - log density(a')) / T) over the sampled a' (last axis), minus Q(s, a) of the data."""
+    return temperature * jax.nn.logsumexp((q_ood - log_density) / temperature, axis=-1) - q_data
+
+
+class CQLAgent(struct.PyTreeNode):
+    actor: TrainState
+    critic: TrainState
+    critic_target_params: Any
+    log_alpha: TrainState
+    log_alpha_prime: TrainState
+    rng: jax.Array
+    hp: CQLHyperparams = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, rng, observation_dim: int, action_dim: int, hp: CQLHyperparams, observation_stats=None):
+        rng, actor_key, critic_key = jax.random.split(rng, 3)
+        observations, actions = jnp.zeros((1, observation_dim)), jnp.zeros((1, action_dim))
+        actor_net = GaussianPolicy(action_dim, hp.hidden_dims, hp.activation)
+        critic_net = CriticEnsemble(hp.hidden_dims, num_heads=2, activation=hp.activation)
+        critic_params = critic_net.init(critic_key, observations, actions)
+        # Scalars held as {"value": x}: flax's TrainState expects a dict of parameters.
+        log_alpha, log_alpha_prime = {"value": jnp.zeros((), jnp.float32)}, {"value": jnp.zeros((), jnp.float32)}
+        return cls(
+            actor=common.make_train_state(actor_net.apply, actor_net.init(actor_key, observations), optax.adam(hp.lr)),
+            critic=common.make_train_state(critic_net.apply, critic_params, optax.adam(hp.critic_lr)),
+            critic_target_params=jax.tree_util.tree_map(jnp.copy, critic_params),
+            log_alpha=common.make_train_state(None, log_alpha, optax.adam(hp.alpha_lr)),
+            log_alpha_prime=common.make_train_state(None, log_alpha_prime, optax.adam(hp.critic_lr)),
+            rng=rng,
+            hp=hp,
+        )
+
+    def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
+        del rng  # the mode
+        mean, _ = self.actor.apply_fn(self.actor.params, observations)
+        return jnp.tanh(mean) * jnp.asarray(self.hp.max_action)
+
+    def _policy(self, params, observations, noise):
+        """Actions and log-densities for noise [B, ..., A] drawn per example."""
+        mean, log_std = self.actor.apply_fn(params, observations)
+        extra = noise.ndim - mean.ndim
+        expand = (slice(None),) + (None,) * extra
+        return tanh_gaussian_from_noise(mean[expand], log_std[expand], noise)
+
+    def update(self, batch: common.Batch) -> tuple["CQLAgent", dict[str, Any]]:
+        hp = self.hp
+        observations, next_observations = batch["observations"], batch["next_observations"]
+        unit_actions = batch["actions"] / jnp.asarray(hp.max_action)
+        local_batch, action_dim = unit_actions.shape
+        n = hp.num_samples
+        rng, step_key = jax.random.split(self.rng)
+        keys = common.per_example_keys(step_key, local_batch, hp.axis_name)
+        k_pi, k_next, k_cur_n, k_next_n, k_rand = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, 5))(keys), 0, 1)
+        alpha = jnp.exp(self.log_alpha.params["value"])
+        target_entropy = -float(action_dim)
+
+        # ---- actor and entropy temperature, against the current critics.
+        pi_noise = common.per_example_normal(k_pi, (action_dim,))
+
+        def actor_loss_fn(params):
+            actions, log_prob = self._policy(params, observations, pi_noise)
+            q = self.critic.apply_fn(self.critic.params, observations, actions).min(axis=0)
+            return jnp.mean(alpha * log_prob - q), log_prob
+
+        (actor_loss, log_prob), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(self.actor.params)
+        actor = self.actor.apply_gradients(grads=common.pmean(actor_grads, hp.axis_name))
+
+        def alpha_loss_fn(log_alpha):
+            return -jnp.mean(log_alpha["value"] * jax.lax.stop_gradient(log_prob + target_entropy))
+
+        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(self.log_alpha.params)
+        log_alpha = self.log_alpha.apply_gradients(grads=common.pmean(alpha_grad, hp.axis_name))
+
+        # ---- critics: TD error plus the conservative gap.
+        next_actions, _ = self._policy(self.actor.params, next_observations,
+                                       common.per_example_normal(k_next, (action_dim,)))
+        target_q = self.critic.apply_fn(self.critic_target_params, next_observations, next_actions).min(axis=0)
+        backup = batch["rewards"] + hp.discount * (1.0 - batch["dones"]) * target_q
+
+        current_actions, current_log_prob = self._policy(
+            self.actor.params, observations, common.per_example_normal(k_cur_n, (n, action_dim)))
+        next_sampled, next_log_prob = self._policy(
+            self.actor.params, next_observations, common.per_example_normal(k_next_n, (n, action_dim)))
+        random_actions = jax.vmap(lambda k: jax.random.uniform(k, (n, action_dim), minval=-1.0, maxval=1.0))(k_rand)
+        ood_actions = jnp.concatenate([random_actions, current_actions, next_sampled], axis=1)  # [B, 3n, A]
+        log_density = jnp.concatenate([
+            jnp.full((local_batch, n), -action_dim * math.log(2.0)), current_log_prob, next_log_prob], axis=1)
+        repeated = jnp.repeat(observations, 3 * n, axis=0)
+        alpha_prime = jnp.clip(jnp.exp(self.log_alpha_prime.params["value"]), 0.0, 1e6) if hp.lagrange else 1.0
+
+        def critic_loss_fn(params):
+            q_data = self.critic.apply_fn(params, observations, unit_actions)  # [2, B]
+            q_ood = self.critic.apply_fn(params, repeated, ood_actions.reshape(-1, action_dim))
+            gap = conservative_gap(q_data, q_ood.reshape(2, local_batch, 3 * n), log_density[None],
+                                   hp.cql_temperature).mean(axis=1)  # [2]
+            penalty = alpha_prime * hp.cql_weight * (gap - (hp.target_action_gap if hp.lagrange else 0.0))
+            td = jnp.mean(jnp.square(q_data - backup[None]), axis=1)
+            return jnp.sum(td + penalty), (jnp.sum(td), gap, q_data)
+
+        (critic_loss, (td_loss, gap, q)), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+            self.critic.params)
+        critic = self.critic.apply_gradients(grads=common.pmean(critic_grads, hp.axis_name))
+
+        log_alpha_prime = self.log_alpha_prime
+        if hp.lagrange:
+            # alpha' rises while the gap exceeds its target and falls below it (gradient ascent on the penalty).
+            gap_now = common.pmean(jax.lax.stop_gradient(gap), hp.axis_name)
+
+            def alpha_prime_loss_fn(log_ap):
+                ap = jnp.clip(jnp.exp(log_ap["value"]), 0.0, 1e6)
+                return -jnp.mean(ap * hp.cql_weight * (gap_now - hp.target_action_gap))
+
+            alpha_prime_grad = jax.grad(alpha_prime_loss_fn)(self.log_alpha_prime.params)
+            log_alpha_prime = self.log_alpha_prime.apply_gradients(grads=alpha_prime_grad)
+
+        metrics = common.pmean({
+            "critic_loss": critic_loss, "td_loss": td_loss, "cql_gap": jnp.mean(gap), "actor_loss": actor_loss,
+            "alpha": alpha, "alpha_loss": alpha_loss, "entropy": -jnp.mean(log_prob), "q_mean": jnp.mean(q),
+            "alpha_prime": jnp.asarray(alpha_prime, jnp.float32),
+        }, hp.axis_name)
+        agent = self.replace(
+            actor=actor, critic=critic, log_alpha=log_alpha, log_alpha_prime=log_alpha_prime, rng=rng,
+            critic_target_params=common.soft_update(self.critic_target_params, critic.params, hp.tau),
+        )
+        return agent, metrics

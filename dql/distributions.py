@@ -1,0 +1,38 @@
+"""Log-densities and samples of the Gaussian policies the baselines use, in closed form.
+
+Actions live in the unit box [-1, 1]^d here; agents scale by their action bound outside.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, x: jax.Array) -> jax.Array:
+    """log N(x; mean, diag(exp(log_std)^2)) summed over the last axis."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - _LOG_SQRT_2PI, axis=-1)
+
+
+def _log_one_minus_tanh_squared(u: jax.Array) -> jax.Array:
+    """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|."""
+    return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+
+
+def tanh_gaussian_from_noise(mean: jax.Array, log_std: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a = tanh(mean + std * noise), noise ~ N(0, I): returns (a, log pi(a)) with the change-of-variables term."""
+    u = mean + jnp.exp(log_std) * noise
+    log_prob = gaussian_log_prob(mean, log_std, u) - jnp.sum(_log_one_minus_tanh_squared(u), axis=-1)
+    return jnp.tanh(u), log_prob
+
+
+def tanh_gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """log pi(a) of unit-box actions under the tanh-squashed Gaussian (actions clipped just inside the box)."""
+    a = jnp.clip(actions, -1.0 + eps, 1.0 - eps)
+    u = jnp.arctanh(a)
+    return gaussian_log_prob(mean, log_std, u) - jnp.sum(_log_one_minus_tanh_squared(u), axis=-1)
