@@ -1,6 +1,8 @@
 """Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 (see test_data_parallel.py)."""
 
+import importlib
 import json
+import tempfile
 from pathlib import Path
 
 import jax
@@ -9,8 +11,45 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from dql.agents import create_agent
-from dql.trainer import AXIS, build_train_chunk, make_mesh
+from dql.data import d4rl
+from dql.trainer import AXIS, build_train_chunk, make_mesh, train
 from tests.conftest import tiny_config
+from tests.helpers import write_d4rl_file
+
+
+def _baseline_config(algo):
+    config = importlib.import_module(f"experiments.configs.{algo}").get_config()
+    config.update(dict(hidden_dims=(16, 16), steps=100))
+    if algo == "cql":
+        config.update(dict(lagrange=True, num_samples=3))
+    if algo == "td3bc":
+        config.policy_delay = 1  # every update moves the actor and the targets
+    return config
+
+
+def _compare_updates(algo, config, data, mesh, obs_dim, act_dim):
+    """Three consecutive updates on one device (whole batch) and on four (a quarter each); largest differences."""
+    key = jax.random.PRNGKey(3)
+    stats = (data["observations"].mean(0), data["observations"].std(0))
+    single = create_agent(algo, key, obs_dim, act_dim, [1.0, 1.0], config, observation_stats=stats)
+    parallel = create_agent(algo, key, obs_dim, act_dim, [1.0, 1.0], config, axis_name=AXIS,
+                            observation_stats=stats)
+    update_single = jax.jit(lambda agent, batch: agent.update(batch))
+    update_parallel = jax.jit(
+        jax.shard_map(lambda agent, batch: agent.update(batch), mesh=mesh, in_specs=(P(), P(AXIS)),
+                      out_specs=(P(), P()), check_vma=False)
+    )
+    metric_gap = 0.0
+    for _ in range(3):  # consecutive updates: EMA, targets and optimiser states must agree too
+        single, m_single = update_single(single, data)
+        parallel, m_parallel = update_parallel(parallel, data)
+        metric_gap = max(metric_gap, max(abs(float(m_single[k]) - float(m_parallel[k])) / max(1.0, abs(float(
+            m_single[k]))) for k in m_single))
+    leaves = zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(parallel))
+    param_gap = max(float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))))
+                    for a, b in leaves)
+    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(single.actor.params))
+    return {"metric_gap": metric_gap, "param_gap": param_gap, "param_scale": scale}
 
 
 def main():
@@ -25,28 +64,12 @@ def main():
         "next_observations": rng.normal(size=(batch, obs_dim)).astype(np.float32),
         "dones": (rng.random(batch) < 0.3).astype(np.float32),
     }
-    key = jax.random.PRNGKey(3)
-    single = create_agent("dql", key, obs_dim, act_dim, [1.0, 1.0], config)
-    parallel = create_agent("dql", key, obs_dim, act_dim, [1.0, 1.0], config, axis_name=AXIS)
     mesh = make_mesh(4)
-
-    update_single = jax.jit(lambda agent, batch: agent.update(batch))
-    update_parallel = jax.jit(
-        jax.shard_map(lambda agent, batch: agent.update(batch), mesh=mesh, in_specs=(P(), P(AXIS)),
-                      out_specs=(P(), P()), check_vma=False)
-    )
-    report = {"metrics": []}
-    for _ in range(3):  # three consecutive updates: the EMA, targets and optimiser states must agree too
-        single, m_single = update_single(single, data)
-        parallel, m_parallel = update_parallel(parallel, data)
-        report["metrics"].append({k: [float(m_single[k]), float(m_parallel[k])] for k in m_single})
-    leaves_single = jax.tree_util.tree_leaves(single)
-    leaves_parallel = jax.tree_util.tree_leaves(parallel)
-    report["max_abs_diff"] = max(
-        float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
-        for a, b in zip(leaves_single, leaves_parallel)
-    )
-    report["max_abs_param"] = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(single.actor.params))
+    report = {}
+    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql"):
+        algo_config = config if algo == "dql" else _baseline_config(algo)
+        report[algo] = _compare_updates(algo, algo_config, data, mesh, obs_dim, act_dim)
+    parallel = create_agent("dql", jax.random.PRNGKey(3), obs_dim, act_dim, [1.0, 1.0], config, axis_name=AXIS)
 
     # The trainer's own compiled loop on 4 devices: each device samples its quarter of the batch.
     chunk = build_train_chunk(mesh, local_batch=8, length=5)
@@ -55,13 +78,6 @@ def main():
     report["chunk_step"] = int(agent.step)
 
     # A run trained on 4 devices refuses to resume on 2: each device draws its own minibatch stream.
-    import sys
-    import tempfile
-
-    from dql.data import d4rl
-    from dql.trainer import train
-    from tests.helpers import write_d4rl_file
-
     with tempfile.TemporaryDirectory() as folder:
         path = f"{folder}/tiny.hdf5"
         write_d4rl_file(Path(path), obs_dim=3, act_dim=1)
@@ -74,7 +90,7 @@ def main():
             report["device_change"] = "accepted"
         except ValueError as error:
             report["device_change"] = str(error)
-    print("REPORT " + json.dumps(report), file=sys.stdout)
+    print("REPORT " + json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -82,3 +82,22 @@ def test_bad_hyperparameters_are_named(override, message):
         hyperparams("dql", tiny_config(**override), [1.0])
     with pytest.raises(ValueError, match="--algo='dqn' is not a known algorithm"):
         hyperparams("dqn", tiny_config(), [1.0])
+
+
+@pytest.mark.parametrize(
+    "algo, override, message",
+    [
+        ("td3bc", {"policy_delay": 0}, "--config.policy_delay must be >= 1"),
+        ("iql", {"expectile": 1.5}, r"--config.expectile must be in \[0.0, 1.0\]"),
+        ("cql", {"num_samples": 0}, "--config.num_samples must be >= 1"),
+        ("bc", {"activation": "swish"}, "unknown activation 'swish'"),
+        ("diffusion_bc", {"beta_schedule": "sigmoid"}, "unknown beta schedule 'sigmoid'"),
+    ],
+)
+def test_baseline_hyperparameters_are_checked(algo, override, message):
+    import importlib
+
+    config = importlib.import_module(f"experiments.configs.{algo}").get_config()
+    config.update(override)
+    with pytest.raises(ValueError, match=message):
+        hyperparams(algo, config, [1.0])
