@@ -9,6 +9,7 @@ from dql.agents.cql import CQLAgent, CQLHyperparams
 from dql.agents.diffusion_bc import DiffusionBCAgent, DiffusionBCHyperparams
 from dql.agents.dql import DQLAgent, DQLHyperparams
 from dql.agents.iql import IQLAgent, IQLHyperparams
+from dql.agents.sac import SACAgent, SACHyperparams
 from dql.agents.td3bc import TD3BCAgent, TD3BCHyperparams
 
 AGENTS = {
@@ -18,6 +19,7 @@ AGENTS = {
     "td3bc": (TD3BCAgent, TD3BCHyperparams),
     "iql": (IQLAgent, IQLHyperparams),
     "cql": (CQLAgent, CQLHyperparams),
+    "sac": (SACAgent, SACHyperparams),  # online: python -m dql.train --algo=sac --env=Hopper-v5
 }
 
 

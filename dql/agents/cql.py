@@ -20,7 +20,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
-from dql.distributions import tanh_gaussian_from_noise
+from dql.agents.sac import actor_and_temperature_step, scalar_state, tanh_policy
 from dql.nets import CriticEnsemble, GaussianPolicy, activation_by_name
 
 
@@ -67,14 +67,12 @@ class CQLAgent(struct.PyTreeNode):
         actor_net = GaussianPolicy(action_dim, hp.hidden_dims, hp.activation)
         critic_net = CriticEnsemble(hp.hidden_dims, num_heads=2, activation=hp.activation)
         critic_params = critic_net.init(critic_key, observations, actions)
-        # Scalars held as {"value": x}: flax's TrainState expects a dict of parameters.
-        log_alpha, log_alpha_prime = {"value": jnp.zeros((), jnp.float32)}, {"value": jnp.zeros((), jnp.float32)}
         return cls(
             actor=common.make_train_state(actor_net.apply, actor_net.init(actor_key, observations), optax.adam(hp.lr)),
             critic=common.make_train_state(critic_net.apply, critic_params, optax.adam(hp.critic_lr)),
             critic_target_params=jax.tree_util.tree_map(jnp.copy, critic_params),
-            log_alpha=common.make_train_state(None, log_alpha, optax.adam(hp.alpha_lr)),
-            log_alpha_prime=common.make_train_state(None, log_alpha_prime, optax.adam(hp.critic_lr)),
+            log_alpha=scalar_state(0.0, hp.alpha_lr),
+            log_alpha_prime=scalar_state(0.0, hp.critic_lr),
             rng=rng,
             hp=hp,
         )
@@ -85,11 +83,7 @@ class CQLAgent(struct.PyTreeNode):
         return jnp.tanh(mean) * jnp.asarray(self.hp.max_action)
 
     def _policy(self, params, observations, noise):
-        """Actions and log-densities for noise [B, ..., A] drawn per example."""
-        mean, log_std = self.actor.apply_fn(params, observations)
-        extra = noise.ndim - mean.ndim
-        expand = (slice(None),) + (None,) * extra
-        return tanh_gaussian_from_noise(mean[expand], log_std[expand], noise)
+        return tanh_policy(self.actor, params, observations, noise)
 
     def update(self, batch: common.Batch) -> tuple["CQLAgent", dict[str, Any]]:
         hp = self.hp
@@ -100,25 +94,10 @@ class CQLAgent(struct.PyTreeNode):
         rng, step_key = jax.random.split(self.rng)
         keys = common.per_example_keys(step_key, local_batch, hp.axis_name)
         k_pi, k_next, k_cur_n, k_next_n, k_rand = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, 5))(keys), 0, 1)
-        alpha = jnp.exp(self.log_alpha.params["value"])
-        target_entropy = -float(action_dim)
-
         # ---- actor and entropy temperature, against the current critics.
-        pi_noise = common.per_example_normal(k_pi, (action_dim,))
-
-        def actor_loss_fn(params):
-            actions, log_prob = self._policy(params, observations, pi_noise)
-            q = self.critic.apply_fn(self.critic.params, observations, actions).min(axis=0)
-            return jnp.mean(alpha * log_prob - q), log_prob
-
-        (actor_loss, log_prob), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(self.actor.params)
-        actor = self.actor.apply_gradients(grads=common.pmean(actor_grads, hp.axis_name))
-
-        def alpha_loss_fn(log_alpha):
-            return -jnp.mean(log_alpha["value"] * jax.lax.stop_gradient(log_prob + target_entropy))
-
-        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(self.log_alpha.params)
-        log_alpha = self.log_alpha.apply_gradients(grads=common.pmean(alpha_grad, hp.axis_name))
+        actor, log_alpha, actor_metrics = actor_and_temperature_step(
+            self.actor, self.log_alpha, self.critic, observations, common.per_example_normal(k_pi, (action_dim,)),
+            hp.axis_name)
 
         # ---- critics: TD error plus the conservative gap.
         next_actions, _ = self._policy(self.actor.params, next_observations,
@@ -163,9 +142,8 @@ class CQLAgent(struct.PyTreeNode):
             log_alpha_prime = self.log_alpha_prime.apply_gradients(grads=alpha_prime_grad)
 
         metrics = common.pmean({
-            "critic_loss": critic_loss, "td_loss": td_loss, "cql_gap": jnp.mean(gap), "actor_loss": actor_loss,
-            "alpha": alpha, "alpha_loss": alpha_loss, "entropy": -jnp.mean(log_prob), "q_mean": jnp.mean(q),
-            "alpha_prime": jnp.asarray(alpha_prime, jnp.float32),
+            "critic_loss": critic_loss, "td_loss": td_loss, "cql_gap": jnp.mean(gap), "q_mean": jnp.mean(q),
+            "alpha_prime": jnp.asarray(alpha_prime, jnp.float32), **actor_metrics,
         }, hp.axis_name)
         agent = self.replace(
             actor=actor, critic=critic, log_alpha=log_alpha, log_alpha_prime=log_alpha_prime, rng=rng,
