@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ import experiments.configs
 from dql import logs
 from dql.agents import hyperparams
 from dql.data import DatasetError, load_dataset, tune_rewards
-from dql.envs import check_env_matches, env_for_dataset
+from dql.data.d4rl import is_d4rl_name
+from dql.envs import check_env_matches, env_for_d4rl_name, env_for_dataset, make_vector_env
 from dql.trainer import TrainingDiverged, check_loop_config, make_mesh, train
 
 DEFAULT_DATASET = "pendulum-mixed-v0"
@@ -116,7 +118,11 @@ def main(argv):
             config_flags.get_override_values(FLAGS["config"]),
             {name: FLAGS[name].value for name in LOOP_FLAGS if FLAGS[name].present},
         )
+        if config.get("online", False):
+            return _train_online(config)
         check_loop_config(config, make_mesh(int(config.num_devices)).size)
+        if is_d4rl_name(FLAGS.dataset) and config.eval_episodes > 0 and not FLAGS.env:
+            env_for_d4rl_name(FLAGS.dataset)  # before a download, not after it
         dataset = load_dataset(FLAGS.dataset)
         env = env_for_dataset(dataset, FLAGS.env)
         if config.eval_episodes > 0:
@@ -135,7 +141,8 @@ def main(argv):
             workdir = Path(FLAGS.workdir).expanduser()
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            workdir = Path("runs") / f"{config.algo}-{dataset.name}-seed{config.seed}-{stamp}"
+            folder_name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.name)  # gym:Hopper-v5/medium -> gym_Hopper-v5_medium
+            workdir = Path("runs") / f"{config.algo}-{folder_name}-seed{config.seed}-{stamp}"
         prepare_workdir(workdir, config)
     except (DatasetError, ValueError, ImportError) as error:
         sys.exit(f"error: {error}")
@@ -148,6 +155,32 @@ def main(argv):
     try:
         train(config, dataset, workdir, env if config.eval_episodes > 0 else None)
     except (TrainingDiverged, DatasetError, ValueError) as error:
+        sys.exit(f"error: {error}")
+
+
+def _train_online(config: ConfigDict) -> None:
+    """--algo=sac: learn by interacting with --env (no dataset); resuming is not supported, a run starts anew."""
+    from dql.online import check_online_config, train_online
+
+    try:
+        if not FLAGS.env:
+            raise ValueError(f"--algo={config.algo} trains online and needs --env=ID (e.g. --env=Hopper-v5)")
+        if FLAGS["dataset"].present:
+            raise ValueError(f"--algo={config.algo} trains online; --dataset does not apply")
+        check_online_config(config)
+        hyperparams(config.algo, config, [1.0])
+        make_vector_env(FLAGS.env, {}, 1).close()
+        workdir = Path(FLAGS.workdir or Path("runs") / f"{config.algo}-{FLAGS.env}-seed{config.seed}-"
+                       f"{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
+        if workdir.exists() and any(workdir.iterdir()):
+            raise ValueError(f"--workdir={workdir} is not empty; online runs do not resume, use a new folder")
+        prepare_workdir(workdir, config)
+    except (DatasetError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    print("resolved config:\n" + json.dumps(_jsonable(config), indent=2, sort_keys=True), flush=True)
+    try:
+        train_online(config, FLAGS.env, workdir)
+    except TrainingDiverged as error:
         sys.exit(f"error: {error}")
 
 
