@@ -14,6 +14,20 @@ D4RL_ENVS: dict[str, tuple[str, dict]] = {
     "halfcheetah": ("HalfCheetah-v5", {}),
     "walker2d": ("Walker2d-v5", {}),
     "ant": ("Ant-v5", {"use_contact_forces": True}),
+    # Adroit through gymnasium-robotics: the same 45/46/39/39-dim observation vectors as D4RL's hand_dapg files.
+    "pen": ("AdroitHandPen-v1", {}),
+    "hammer": ("AdroitHandHammer-v1", {}),
+    "door": ("AdroitHandDoor-v1", {}),
+    "relocate": ("AdroitHandRelocate-v1", {}),
+}
+ROBOTICS_PREFIXES = ("AdroitHand", "AntMaze", "PointMaze", "FrankaKitchen")
+# D4RL domains without a Gymnasium environment that reproduces their observations: train with --eval_episodes=0.
+NO_MATCHING_ENV = {
+    "antmaze": "gymnasium-robotics' AntMaze returns goal-conditioned dict observations with random goals, not "
+    "D4RL's 29-dim vector with fixed goals",
+    "kitchen": "gymnasium-robotics' FrankaKitchen-v1 observes 59 robot/object dims plus per-task goals, not D4RL's "
+    "60-dim vector",
+    "maze2d": "gymnasium-robotics' PointMaze returns goal-conditioned dict observations, not D4RL's 4-dim vector",
 }
 
 
@@ -23,13 +37,38 @@ def env_for_dataset(dataset: Dataset, env_flag: str | None) -> tuple[str, dict] 
         return env_flag, {}
     if dataset.env_id:
         return dataset.env_id, dict(dataset.env_kwargs)
-    domain = dataset.name.split("-", 1)[0]
+    return env_for_d4rl_name(dataset.name)
+
+
+def env_for_d4rl_name(name: str) -> tuple[str, dict] | None:
+    """The Gymnasium env of a D4RL dataset name; DatasetError for a D4RL domain that has none."""
+    domain = name.split("-", 1)[0]
+    if domain in NO_MATCHING_ENV:
+        raise DatasetError(
+            f"dataset {name}: no Gymnasium environment evaluates it ({NO_MATCHING_ENV[domain]}); train without "
+            "evaluation (--eval_episodes=0) or pass --env=ID of an environment with the same observations"
+        )
     return D4RL_ENVS.get(domain)
+
+
+def _register_robotics(env_id: str) -> None:
+    """gymnasium-robotics registers its envs on import; it is optional, so say how to get it when it is missing."""
+    if not env_id.startswith(ROBOTICS_PREFIXES):
+        return
+    import gymnasium as gym
+
+    try:
+        import gymnasium_robotics
+    except ImportError as error:
+        raise DatasetError(f"environment {env_id} comes from gymnasium-robotics, which is not installed ({error}); "
+                           "pip install 'dql[robotics]'") from error
+    gym.register_envs(gymnasium_robotics)
 
 
 def make_vector_env(env_id: str, env_kwargs: dict, num_envs: int):
     import gymnasium as gym
 
+    _register_robotics(env_id)
     try:
         return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **env_kwargs)
     except gym.error.Error as error:
@@ -43,6 +82,7 @@ def check_env_matches(dataset: Dataset, env_id: str, env_kwargs: dict) -> np.nda
     """
     import gymnasium as gym
 
+    _register_robotics(env_id)
     try:
         env = gym.make(env_id, **env_kwargs)
     except gym.error.Error as error:

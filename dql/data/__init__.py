@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dql.data import builtin, d4rl
+from dql.data import builtin, d4rl, gym_datasets
 from dql.data.dataset import (
     REWARD_TUNES,
     Dataset,
@@ -15,19 +15,28 @@ from dql.data.dataset import (
 )
 
 BUILTIN_DATASETS = {builtin.NAME: builtin.load}
+MINARI_PREFIX = "minari:"
 
 
 def load_dataset(spec: str) -> Dataset:
-    """A built-in name (generated on first use), a D4RL name (cached or downloaded) or a path to a D4RL-format file."""
+    """One `--dataset` for every source: a built-in name, gym:<EnvId>/<level> (generated on first use),
+    minari:<dataset_id>, a D4RL name (cached or downloaded) or a path to a D4RL-format file."""
     if spec in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[spec]()
+    if spec.startswith(gym_datasets.PREFIX):
+        return gym_datasets.load(spec)
+    if spec.startswith(MINARI_PREFIX):
+        from dql.data import minari_source
+
+        return minari_source.load(spec[len(MINARI_PREFIX):])
     if d4rl.is_d4rl_name(spec):
         return d4rl.load(spec)
     if spec.endswith((".hdf5", ".h5")) or Path(spec).expanduser().exists():
         return d4rl.read_hdf5(spec)
     raise DatasetError(
-        f"--dataset={spec!r} is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}), a D4RL name "
-        "(e.g. hopper-medium-v2) nor a path to an .hdf5 file"
+        f"--dataset={spec!r} is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}), a generated one "
+        "(gym:Hopper-v5/medium), a Minari one (minari:mujoco/hopper/medium-v0), a D4RL name (e.g. "
+        "hopper-medium-v2) nor a path to an existing .hdf5 file"
     )
 
 
