@@ -19,6 +19,7 @@ from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 import experiments.configs
+from experiments.configs.common import dataset_row
 from dql import logs
 from dql.agents import hyperparams
 from dql.data import DatasetError, load_dataset, tune_rewards
@@ -68,7 +69,7 @@ def resolve_config(algo: str, dataset: str, env: str | None, seed: int, base: Co
     """Base config < the dataset's row < top-level flags < --config.* overrides."""
     module = algo_module(algo)
     config = ConfigDict(base.to_dict()) if config_given else module.get_config()
-    config.update(module.DATASET_OVERRIDES.get(dataset, {}))
+    config.update(dataset_row(module.DATASET_OVERRIDES, dataset))
     for name, value in loop_flags.items():
         config[name] = value
     for dotted, value in user_overrides.items():

@@ -267,3 +267,22 @@ def test_robotics_envs_say_how_to_install_gymnasium_robotics(monkeypatch):
     monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # as if not installed
     with pytest.raises(DatasetError, match=r"gymnasium-robotics, which is not installed.*dql\[robotics\]"):
         make_vector_env("AdroitHandPen-v1", {}, 1)
+
+
+def test_a_truncated_cached_file_is_an_error_that_says_how_to_recover(tmp_path, monkeypatch):
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+    good = tmp_path / "good.hdf5"
+    write_d4rl_file(good, obs_dim=11, act_dim=3)
+    d4rl.local_path("hopper-medium-v2").write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(DatasetError, match="not a readable hdf5 file.*cached copy of hopper-medium-v2: delete it"):
+        load_dataset("hopper-medium-v2")
+
+
+def test_generated_datasets_take_their_d4rl_namesakes_rows():
+    from experiments.configs import dql as dql_config
+    from experiments.configs import iql as iql_config
+    from experiments.configs.common import dataset_row
+
+    assert dataset_row(dql_config.DATASET_OVERRIDES, "gym:Hopper-v5/medium-replay")["grad_norm"] == 4.0
+    assert dataset_row(iql_config.DATASET_OVERRIDES, "gym:Walker2d-v5/medium/5000")["reward_tune"] == "iql_locomotion"
+    assert dataset_row(dql_config.DATASET_OVERRIDES, "gym:Hopper-v5/random") == {}  # D4RL's table has no random row

@@ -264,7 +264,12 @@ def _infer_max_action(actions: np.ndarray) -> np.ndarray:
 
 
 def load(name: str) -> Dataset:
-    return read_hdf5(fetch(name), name=name)
+    path = fetch(name)
+    try:
+        return read_hdf5(path, name=name)
+    except DatasetError as error:
+        raise DatasetError(f"{error}. It is the cached copy of {name}: delete it and it will be downloaded "
+                           "again") from error
 
 
 

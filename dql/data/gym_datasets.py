@@ -252,4 +252,8 @@ def load(spec: str, seed: int = DEFAULT_SEED) -> Dataset:
         start = time.monotonic()
         generate(env_id, level, transitions, seed, path)
         print(f"  done in {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
-    return d4rl.read_hdf5(path)
+    try:
+        return d4rl.read_hdf5(path)
+    except DatasetError as error:
+        raise DatasetError(f"{error}. It is the cached copy of {spec}: delete it and it will be generated "
+                           "again") from error

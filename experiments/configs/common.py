@@ -31,3 +31,19 @@ def loop_config(algo: str, steps: int, eval_every: int, eval_episodes: int = 10)
     config.num_devices = 0  # 0: all local devices
     config.tensorboard = False  # also write TensorBoard event files (pip install 'dql[tensorboard]')
     return config
+
+
+# The project's generated datasets take the row of their D4RL namesake (gym:Hopper-v5/medium-replay ->
+# hopper-medium-replay-v2): the same tiers made the same way, so the same tuning is the natural default.
+GYM_NAMESAKES = {"Hopper-v5": "hopper", "HalfCheetah-v5": "halfcheetah", "Walker2d-v5": "walker2d"}
+
+
+def dataset_row(overrides: dict[str, dict], dataset: str) -> dict:
+    """The per-dataset row of `dataset`: its own, else (for gym:<Env>/<level>[/N]) its D4RL namesake's."""
+    if dataset in overrides:
+        return overrides[dataset]
+    if dataset.startswith("gym:"):
+        parts = dataset[len("gym:"):].split("/")
+        if len(parts) >= 2 and parts[0] in GYM_NAMESAKES:
+            return overrides.get(f"{GYM_NAMESAKES[parts[0]]}-{parts[1]}-v2", {})
+    return {}
