@@ -72,22 +72,8 @@ def test_a_broken_transfer_leaves_no_file(tmp_path, monkeypatch, file_server, pa
 
 
 def test_minari_dataset_made_with_its_data_collector(tmp_path, monkeypatch):
-    import gymnasium as gym
-    import minari
-
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # where minari[hf] is installed: fail at once instead of retrying
-    env = minari.DataCollector(gym.make("Pendulum-v1"))
-    rng = np.random.default_rng(0)
-    for episode in range(3):
-        env.reset(seed=episode)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(rng.uniform(-2, 2, 1).astype(np.float32))
-            done = terminated or truncated
-    with pytest.warns(UserWarning):
-        env.create_dataset(dataset_id="test/pendulum/random-v0", algorithm_name="uniform", eval_env="Pendulum-v1",
-                           ref_min_score=-1224.16, ref_max_score=-146.98)
+    _make_minari_store(tmp_path / "minari", monkeypatch, "test/pendulum/random-v0", episodes=3)
     dataset = load_dataset("minari:test/pendulum/random-v0")
     assert len(dataset) == 600 and dataset.episode_returns.shape == (3,)
     assert dataset.env_id == "Pendulum-v1" and dataset.max_action.tolist() == [2.0]
@@ -204,21 +190,22 @@ def test_shipped_policy_files_load_with_their_recorded_returns():
 
 
 
-def _make_minari_store(path, monkeypatch):
+def _make_minari_store(path, monkeypatch, dataset_id="test/pendulum/tiny-v0", episodes=2):
+    """A real Minari dataset of uniform-random Pendulum-v1 episodes, recorded with minari's DataCollector."""
     import gymnasium as gym
     import minari
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
     env = minari.DataCollector(gym.make("Pendulum-v1"))
     rng = np.random.default_rng(0)
-    for episode in range(2):
+    for episode in range(episodes):
         env.reset(seed=episode)
         done = False
         while not done:
             _, _, terminated, truncated, _ = env.step(rng.uniform(-2, 2, 1).astype(np.float32))
             done = terminated or truncated
     with pytest.warns(UserWarning):
-        env.create_dataset(dataset_id="test/pendulum/tiny-v0", algorithm_name="uniform", eval_env="Pendulum-v1",
+        env.create_dataset(dataset_id=dataset_id, algorithm_name="uniform", eval_env="Pendulum-v1",
                            ref_min_score=-1224.16, ref_max_score=-146.98)
 
 
@@ -286,3 +273,21 @@ def test_generated_datasets_take_their_d4rl_namesakes_rows():
     assert dataset_row(dql_config.DATASET_OVERRIDES, "gym:Hopper-v5/medium-replay")["grad_norm"] == 4.0
     assert dataset_row(iql_config.DATASET_OVERRIDES, "gym:Walker2d-v5/medium/5000")["reward_tune"] == "iql_locomotion"
     assert dataset_row(dql_config.DATASET_OVERRIDES, "gym:Hopper-v5/random") == {}  # D4RL's table has no random row
+
+
+def test_collect_command_writes_the_file_and_never_overwrites_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "random.hdf5"
+    command = [sys.executable, "-m", "dql.data.collect", "--dataset=gym:Hopper-v5/random", "--num_transitions=300",
+               "--num_envs=3", f"--out={out}"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["transitions"] <= 300 and summary["env_id"] == "Hopper-v5" and summary["path"] == str(out)
+    before = out.read_bytes()
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode != 0 and "already exists" in again.stderr and out.read_bytes() == before

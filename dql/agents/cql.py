@@ -15,13 +15,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
-from dql.agents.sac import actor_and_temperature_step, scalar_state, tanh_policy
-from dql.nets import CriticEnsemble, GaussianPolicy, activation_by_name
+from dql.agents.sac import actor_and_temperature_step, sac_parts, scalar_state, tanh_policy
+from dql.nets import activation_by_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +61,8 @@ class CQLAgent(struct.PyTreeNode):
 
     @classmethod
     def create(cls, rng, observation_dim: int, action_dim: int, hp: CQLHyperparams, observation_stats=None):
-        rng, actor_key, critic_key = jax.random.split(rng, 3)
-        observations, actions = jnp.zeros((1, observation_dim)), jnp.zeros((1, action_dim))
-        actor_net = GaussianPolicy(action_dim, hp.hidden_dims, hp.activation)
-        critic_net = CriticEnsemble(hp.hidden_dims, num_heads=2, activation=hp.activation)
-        critic_params = critic_net.init(critic_key, observations, actions)
-        return cls(
-            actor=common.make_train_state(actor_net.apply, actor_net.init(actor_key, observations), optax.adam(hp.lr)),
-            critic=common.make_train_state(critic_net.apply, critic_params, optax.adam(hp.critic_lr)),
-            critic_target_params=jax.tree_util.tree_map(jnp.copy, critic_params),
-            log_alpha=scalar_state(0.0, hp.alpha_lr),
-            log_alpha_prime=scalar_state(0.0, hp.critic_lr),
-            rng=rng,
-            hp=hp,
-        )
+        return cls(**sac_parts(rng, observation_dim, action_dim, hp), log_alpha_prime=scalar_state(0.0, hp.critic_lr),
+                   hp=hp)
 
     def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
         del rng  # the mode

@@ -72,6 +72,22 @@ def scalar_state(value: float, lr: float) -> TrainState:
     return common.make_train_state(None, {"value": jnp.asarray(value, jnp.float32)}, optax.adam(lr))
 
 
+def sac_parts(rng, observation_dim: int, action_dim: int, hp) -> dict:
+    """Tanh-Gaussian actor, twin critics and their target copy, entropy temperature: what SAC and CQL both hold."""
+    rng, actor_key, critic_key = jax.random.split(rng, 3)
+    observations, actions = jnp.zeros((1, observation_dim)), jnp.zeros((1, action_dim))
+    actor_net = GaussianPolicy(action_dim, hp.hidden_dims, hp.activation)
+    critic_net = CriticEnsemble(hp.hidden_dims, num_heads=2, activation=hp.activation)
+    critic_params = critic_net.init(critic_key, observations, actions)
+    return {
+        "actor": common.make_train_state(actor_net.apply, actor_net.init(actor_key, observations), optax.adam(hp.lr)),
+        "critic": common.make_train_state(critic_net.apply, critic_params, optax.adam(hp.critic_lr)),
+        "critic_target_params": jax.tree_util.tree_map(jnp.copy, critic_params),
+        "log_alpha": scalar_state(0.0, hp.alpha_lr),
+        "rng": rng,
+    }
+
+
 class SACAgent(struct.PyTreeNode):
     actor: TrainState
     critic: TrainState
@@ -82,19 +98,7 @@ class SACAgent(struct.PyTreeNode):
 
     @classmethod
     def create(cls, rng, observation_dim: int, action_dim: int, hp: SACHyperparams, observation_stats=None):
-        rng, actor_key, critic_key = jax.random.split(rng, 3)
-        observations, actions = jnp.zeros((1, observation_dim)), jnp.zeros((1, action_dim))
-        actor_net = GaussianPolicy(action_dim, hp.hidden_dims, hp.activation)
-        critic_net = CriticEnsemble(hp.hidden_dims, num_heads=2, activation=hp.activation)
-        critic_params = critic_net.init(critic_key, observations, actions)
-        return cls(
-            actor=common.make_train_state(actor_net.apply, actor_net.init(actor_key, observations), optax.adam(hp.lr)),
-            critic=common.make_train_state(critic_net.apply, critic_params, optax.adam(hp.critic_lr)),
-            critic_target_params=jax.tree_util.tree_map(jnp.copy, critic_params),
-            log_alpha=scalar_state(0.0, hp.alpha_lr),
-            rng=rng,
-            hp=hp,
-        )
+        return cls(**sac_parts(rng, observation_dim, action_dim, hp), hp=hp)
 
     def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
         """The policy's mode (evaluation)."""
