@@ -66,13 +66,34 @@ class ReplayBuffer:
         return {key: value[:upto].copy() for key, value in self.arrays.items()}
 
 
+SAC_METRICS = ("actor_loss", "alpha", "alpha_loss", "critic_loss", "entropy", "q_mean")
+
+
 def check_online_config(config) -> None:
-    for name in ("steps", "batch_size", "eval_every", "update_every", "eval_episodes"):
+    for name in ("steps", "batch_size", "eval_every", "eval_episodes"):
         if int(config[name]) <= 0:
             raise ValueError(f"--{name} (config.{name}) must be positive, got {config[name]}")
+    if int(config.update_every) <= 0:
+        raise ValueError(f"--config.update_every must be positive, got {config.update_every}")
     for name in ("start_steps", "update_after"):
         if int(config[name]) < 0:
             raise ValueError(f"--config.{name} must be >= 0, got {config[name]}")
+
+
+def check_online_env(env_id: str) -> tuple[np.ndarray, int]:
+    """(action bound, observation size) of env_id; ValueError unless SAC can act in it."""
+    from dql.envs import make_vector_env
+
+    envs = make_vector_env(env_id, {}, 1)  # registers gymnasium-robotics envs, errors name --env
+    try:
+        action_space, observation_space = envs.single_action_space, envs.single_observation_space
+    finally:
+        envs.close()
+    if not isinstance(action_space, gym.spaces.Box) or not np.allclose(-action_space.low, action_space.high):
+        raise ValueError(f"--env={env_id}: SAC needs a symmetric Box action space, got {action_space}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(f"--env={env_id}: SAC needs flat Box observations, got {observation_space}")
+    return np.asarray(action_space.high, np.float32), observation_space.shape[0]
 
 
 def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int | None = None,
@@ -84,12 +105,9 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
     check_online_config(config)
     total = int(config.steps) if stop_at is None else min(int(stop_at), int(config.steps))
     seed, update_every = int(config.seed), int(config.update_every)
+    max_action, observation_dim = check_online_env(env_id)
+    action_dim = max_action.shape[0]
     env = gym.make(env_id)
-    if not isinstance(env.action_space, gym.spaces.Box) or not np.allclose(-env.action_space.low,
-                                                                           env.action_space.high):
-        raise ValueError(f"--env={env_id}: SAC needs a symmetric Box action space, got {env.action_space}")
-    max_action = np.asarray(env.action_space.high, np.float32)
-    observation_dim, action_dim = env.observation_space.shape[0], max_action.shape[0]
     agent = create_agent("sac", jax.random.PRNGKey(seed), observation_dim, action_dim, max_action, config)
     buffer = ReplayBuffer(total, observation_dim, action_dim)
     rng = np.random.default_rng(seed)
@@ -104,7 +122,7 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
     label = f"sac-{env_id}-seed{seed}"
     if workdir is not None:
         (workdir / "policies").mkdir(parents=True, exist_ok=True)
-        metrics_csv = None
+        metrics_csv = logs.MetricsCSV(workdir / "metrics.csv", list(SAC_METRICS), resume_step=None)
     progress = logs.Progress(total, label) if verbose else None
     evaluations, episode_returns, train_metrics = [], [], {}
     observation, _ = env.reset(seed=seed)
@@ -145,8 +163,6 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                     progress.evaluated(step, f"return {evaluation['return_mean']:.1f} ± {evaluation['return_std']:.1f}")
                 last_report = (step, now)
                 if workdir is not None:
-                    if metrics_csv is None:
-                        metrics_csv = logs.MetricsCSV(workdir / "metrics.csv", list(train_metrics), resume_step=None)
                     metrics_csv.append({"step": step, "wall_time_s": now - start, "steps_per_s": None,
                                         **train_metrics, "eval_return_mean": evaluation["return_mean"],
                                         "eval_return_std": evaluation["return_std"]})

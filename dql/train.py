@@ -24,7 +24,7 @@ from dql import logs
 from dql.agents import hyperparams
 from dql.data import DatasetError, load_dataset, tune_rewards
 from dql.data.d4rl import is_d4rl_name
-from dql.envs import check_env_matches, env_for_d4rl_name, env_for_dataset, make_vector_env
+from dql.envs import check_env_matches, env_for_d4rl_name, env_for_dataset
 from dql.trainer import TrainingDiverged, check_loop_config, make_mesh, train
 
 DEFAULT_DATASET = "pendulum-mixed-v0"
@@ -125,7 +125,7 @@ def main(argv):
         if is_d4rl_name(FLAGS.dataset) and config.eval_episodes > 0 and not FLAGS.env:
             env_for_d4rl_name(FLAGS.dataset)  # before a download, not after it
         dataset = load_dataset(FLAGS.dataset)
-        env = env_for_dataset(dataset, FLAGS.env)
+        env = env_for_dataset(dataset, FLAGS.env) if config.eval_episodes > 0 else None
         if config.eval_episodes > 0:
             if env is None:
                 raise DatasetError(
@@ -161,7 +161,7 @@ def main(argv):
 
 def _train_online(config: ConfigDict) -> None:
     """--algo=sac: learn by interacting with --env (no dataset); resuming is not supported, a run starts anew."""
-    from dql.online import check_online_config, train_online
+    from dql.online import check_online_config, check_online_env, train_online
 
     try:
         if not FLAGS.env:
@@ -170,7 +170,7 @@ def _train_online(config: ConfigDict) -> None:
             raise ValueError(f"--algo={config.algo} trains online; --dataset does not apply")
         check_online_config(config)
         hyperparams(config.algo, config, [1.0])
-        make_vector_env(FLAGS.env, {}, 1).close()
+        check_online_env(FLAGS.env)
         workdir = Path(FLAGS.workdir or Path("runs") / f"{config.algo}-{FLAGS.env}-seed{config.seed}-"
                        f"{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
         if workdir.exists() and any(workdir.iterdir()):
@@ -181,7 +181,7 @@ def _train_online(config: ConfigDict) -> None:
     print("resolved config:\n" + json.dumps(_jsonable(config), indent=2, sort_keys=True), flush=True)
     try:
         train_online(config, FLAGS.env, workdir)
-    except TrainingDiverged as error:
+    except (TrainingDiverged, DatasetError, ValueError) as error:
         sys.exit(f"error: {error}")
 
 

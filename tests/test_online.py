@@ -1,5 +1,5 @@
-"""SAC, the online learner behind the generated datasets: its update on a problem with a known answer, the replay
-buffer's layout, and `python -m dql.train --algo=sac` end to end."""
+"""SAC, the online learner behind the generated datasets: its update on problems with known answers, the replay
+buffer's dones, and `python -m dql.train --algo=sac` end to end."""
 
 import json
 
@@ -10,6 +10,7 @@ from experiments.configs.sac import get_config
 
 from dql.agents import create_agent
 from dql.data.behaviour import BehaviourPolicy
+from dql.online import ReplayBuffer
 from dql.trainer import build_train_chunk, make_mesh
 from tests.test_cli import run_cli
 
@@ -42,6 +43,45 @@ def test_sac_moves_its_mode_to_the_best_action_and_keeps_entropy_near_target():
     assert entropy[-200:].mean() < entropy[:200].mean() - 0.5
     q = agent.critic.apply_fn(agent.critic.params, np.zeros((2, 1), np.float32), np.stack([TARGET, -TARGET]))
     np.testing.assert_allclose(np.asarray(q).min(0), [0.0, -np.sum((2 * TARGET) ** 2)], atol=0.1)
+
+
+def test_sac_backup_includes_the_entropy_bonus_and_bootstraps_unless_terminal():
+    # Reward 0, never terminal, s' = s, alpha held at 1 (alpha_lr ~ 0): the soft Bellman fixed point is
+    # Q = gamma (Q - log pi) in expectation, i.e. Q = gamma / (1 - gamma) * H(pi). A flipped entropy sign gives -H.
+    n, gamma = 2048, 0.5
+    data = {
+        "observations": np.zeros((n, 1), np.float32),
+        "actions": np.random.default_rng(0).uniform(-1, 1, (n, 2)).astype(np.float32),
+        "rewards": np.zeros(n, np.float32),
+        "next_observations": np.zeros((n, 1), np.float32),
+        "dones": np.zeros(n, np.float32),
+    }
+    config = get_config()
+    config.update(dict(hidden_dims=(32, 32), steps=3000, lr=1e-3, critic_lr=1e-3, alpha_lr=1e-12, discount=gamma,
+                       tau=0.05))
+    agent = create_agent("sac", jax.random.PRNGKey(0), 1, 2, [1.0, 1.0], config, "data")
+    chunk = build_train_chunk(make_mesh(1), local_batch=256, length=3000)
+    _, _, metrics = chunk(agent, jax.tree_util.tree_map(jax.numpy.asarray, data), jax.random.PRNGKey(1))
+    entropy, q = np.asarray(metrics["entropy"])[-300:].mean(), np.asarray(metrics["q_mean"])[-300:].mean()
+    assert entropy > 0.5  # with Q flat in the action, the policy spreads out
+    assert q == pytest.approx(gamma / (1 - gamma) * entropy, abs=0.15)
+    # Terminal transitions do not bootstrap: with dones = 1 the same data gives Q = 0.
+    data["dones"] = np.ones(n, np.float32)
+    agent = create_agent("sac", jax.random.PRNGKey(0), 1, 2, [1.0, 1.0], config, "data")  # the chunk donated it
+    _, _, metrics = chunk(agent, jax.tree_util.tree_map(jax.numpy.asarray, data), jax.random.PRNGKey(1))
+    assert abs(np.asarray(metrics["q_mean"])[-300:].mean()) < 0.05
+
+
+def test_replay_buffer_bootstraps_through_timeouts_but_not_terminations():
+    buffer = ReplayBuffer(4, 1, 1)
+    for row, (terminal, timeout) in enumerate(((False, False), (True, False), (False, True), (False, False))):
+        buffer.add(observations=[row], actions=[0.0], rewards=row, next_observations=[row + 1],
+                   terminals=terminal, timeouts=timeout)
+    batch = buffer.sample(np.random.default_rng(0), 3, 50)
+    rows = batch["observations"][..., 0].astype(int)
+    np.testing.assert_array_equal(batch["dones"], (rows == 1).astype(np.float32))
+    np.testing.assert_array_equal(batch["next_observations"][..., 0], rows + 1)
+    assert set(np.unique(rows)) == {0, 1, 2, 3}
 
 
 def test_online_sac_from_the_command_line(tmp_path):

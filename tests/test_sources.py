@@ -3,6 +3,7 @@
 import http.server
 import json
 import threading
+import warnings
 
 import h5py
 import numpy as np
@@ -45,6 +46,7 @@ def file_server(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 def test_d4rl_name_is_downloaded_atomically_into_the_cache(tmp_path, monkeypatch, file_server):
@@ -107,6 +109,8 @@ def _check_d4rl_layout(path, transitions, env_id):
     assert ends[-1] and not (arrays["terminals"] & arrays["timeouts"]).any()
     within = ~ends[:-1]  # inside an episode the next row starts where this one ended
     np.testing.assert_array_equal(arrays["next_observations"][:-1][within], arrays["observations"][1:][within])
+    # An ending row keeps its episode's last observation, not the next episode's reset one.
+    assert not np.any(np.all(arrays["next_observations"][:-1][~within] == arrays["observations"][1:][~within], axis=1))
     return arrays, attrs
 
 
@@ -136,8 +140,7 @@ def test_generated_tiers_have_d4rl_layout_and_are_reproducible(tiny_policies, tm
     first = gym_datasets.generate("Hopper-v5", "random", 300, seed=1, path=tmp_path / "a.hdf5", num_envs=4)
     again = gym_datasets.generate("Hopper-v5", "random", 300, seed=1, path=tmp_path / "b.hdf5", num_envs=4)
     arrays, attrs = _check_d4rl_layout(first, 300, "Hopper-v5")
-    for key, value in _check_d4rl_layout(again, 300, "Hopper-v5")[0].items():
-        np.testing.assert_array_equal(value, arrays[key])
+    assert first.read_bytes() == again.read_bytes()  # the identical file
     assert np.abs(arrays["actions"]).max() <= 1.0 and arrays["actions"].std() > 0.5  # uniform on [-1, 1]
     assert (attrs["ref_min_score"], attrs["ref_max_score"]) == (10.0, 110.0)
 
@@ -150,7 +153,6 @@ def test_generated_tiers_have_d4rl_layout_and_are_reproducible(tiny_policies, tm
         gym_datasets.generate("Hopper-v5", "expert", 100, seed=1000, path=tmp_path / "e.hdf5"), 100, "Hopper-v5")
     for key in both:
         np.testing.assert_array_equal(both[key], np.concatenate([medium[key], expert[key]]))
-    assert not np.allclose(medium["actions"], expert["actions"])
     dataset = load_dataset("gym:Hopper-v5/random/300")
     assert dataset.name == "gym:Hopper-v5/random/300" and dataset.env_id == "Hopper-v5"
     assert dataset.ref_max_score == 110.0
@@ -162,6 +164,18 @@ def test_medium_replay_reruns_the_seeded_sac_up_to_the_medium_policy(tiny_polici
     arrays, attrs = _check_d4rl_layout(path, 100, "Hopper-v5")
     assert attrs["replay_max_param_difference_to_shipped_medium"] == 0.0  # the same run, bit for bit
     assert len(dataset) == 100 - int(arrays["timeouts"].sum())
+
+
+def test_a_cached_file_made_from_other_policies_is_regenerated(tiny_policies, capsys):
+    first = load_dataset("gym:Hopper-v5/medium/150")
+    load_dataset("gym:Hopper-v5/medium/150")
+    assert capsys.readouterr().err.count("generating") == 1  # cached the second time
+    # Re-trained policies (here: expert copied over medium) make the cached tier stale.
+    expert = gym_datasets.policy_path("Hopper-v5", "expert")
+    gym_datasets.policy_path("Hopper-v5", "medium").write_bytes(expert.read_bytes())
+    second = load_dataset("gym:Hopper-v5/medium/150")
+    assert "made from other behaviour policies" in capsys.readouterr().err
+    assert not np.array_equal(first.actions, second.actions)
 
 
 def test_policy_selection_picks_best_as_expert_and_first_third_as_medium(tmp_path):
@@ -204,7 +218,8 @@ def _make_minari_store(path, monkeypatch, dataset_id="test/pendulum/tiny-v0", ep
         while not done:
             _, _, terminated, truncated, _ = env.step(rng.uniform(-2, 2, 1).astype(np.float32))
             done = terminated or truncated
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # minari asks for author and description metadata
         env.create_dataset(dataset_id=dataset_id, algorithm_name="uniform", eval_env="Pendulum-v1",
                            ref_min_score=-1224.16, ref_max_score=-146.98)
 
@@ -243,6 +258,13 @@ def test_a_d4rl_name_without_an_environment_fails_before_downloading(tmp_path, m
     assert "dataset antmaze-umaze-v2: no Gymnasium environment evaluates it" in result.stderr
     assert "--eval_episodes=0" in result.stderr
     assert not (tmp_path / "d4rl").exists() and not (tmp_path / "run").exists()
+    # Without evaluation it trains, from the cached file.
+    (tmp_path / "d4rl").mkdir()
+    write_d4rl_file(d4rl.local_path("antmaze-umaze-v2"), obs_dim=29, act_dim=8, episodes=((40, False), (30, True)))
+    result = run_cli("--algo=bc", "--dataset=antmaze-umaze-v2", f"--workdir={tmp_path / 'run'}", "--eval_episodes=0",
+                     "--steps=10", "--save_every=10", "--eval_every=10", "--batch_size=16",
+                     "--config.hidden_dims=16,16", "--config.steps_per_dispatch=10")
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_robotics_envs_say_how_to_install_gymnasium_robotics(monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import jax
@@ -32,8 +33,11 @@ def save_actor(path: str | Path, actor_params, meta: dict) -> Path:
     np.savez(buffer, meta=np.asarray(json.dumps(meta, sort_keys=True)),
              **{f"param:{key}": np.asarray(value) for key, value in flat.items()})
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(buffer.getvalue())
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(buffer.getvalue())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -44,7 +48,7 @@ def load_actor(path: str | Path) -> tuple[dict, dict]:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             flat = {key[len("param:"):]: data[key] for key in data.files if key.startswith("param:")}
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise DatasetError(f"{path}: not a behaviour-policy file ({error})") from error
     return traverse_util.unflatten_dict(flat, sep="/"), meta
 

@@ -52,8 +52,8 @@ def pick_policies(run_dir: Path) -> tuple[Path, Path]:
         raise DatasetError(f"{run_dir / 'policies'} holds no step_*.npz snapshots: not a finished --algo=sac run")
     returns = [load_actor(path)[1]["eval_return_mean"] for path in snapshots]
     expert = int(np.argmax(returns))
-    medium = next(i for i, value in enumerate(returns) if value >= returns[expert] / 3.0)
-    if medium == expert:
+    medium = next((i for i, value in enumerate(returns) if value >= returns[expert] / 3.0), expert)
+    if returns[expert] <= 0 or medium == expert:
         raise DatasetError(f"{run_dir}: no evaluation before the best one reaches a third of its return "
                            f"({returns[expert]:.1f}); train longer")
     return snapshots[medium], snapshots[expert]
@@ -120,9 +120,16 @@ def main(argv):
         if FLAGS.num_transitions is not None:
             spec = f"{spec}/{FLAGS.num_transitions}"
         env_id, level, transitions = gym_datasets.parse_spec(spec)
+        if level == "medium-replay" and FLAGS["seed"].present:
+            raise DatasetError("--seed does not apply to medium-replay: it is the replay of the SAC run (and seed) "
+                               "that made the shipped medium policy")
+        if not FLAGS.out and FLAGS.num_envs != gym_datasets.NUM_ENVS:
+            raise DatasetError(f"--num_envs={FLAGS.num_envs} changes the data; the cache holds the "
+                               f"{gym_datasets.NUM_ENVS}-env files that --dataset=gym:... reads, so pass --out=FILE")
         path = Path(FLAGS.out) if FLAGS.out else gym_datasets.dataset_path(env_id, level, transitions, FLAGS.seed)
         if path.exists():
-            raise DatasetError(f"--out: {path} already exists; remove it first or choose another path")
+            where = "--out" if FLAGS.out else "the cache"
+            raise DatasetError(f"{path} ({where}) already exists; remove it first or choose another --out")
         start = time.monotonic()
         gym_datasets.generate(env_id, level, transitions, FLAGS.seed, path, FLAGS.num_envs)
     except DatasetError as error:

@@ -266,10 +266,11 @@ def _infer_max_action(actions: np.ndarray) -> np.ndarray:
 def load(name: str) -> Dataset:
     path = fetch(name)
     try:
-        return read_hdf5(path, name=name)
+        check_hdf5(path)
     except DatasetError as error:
         raise DatasetError(f"{error}. It is the cached copy of {name}: delete it and it will be downloaded "
                            "again") from error
+    return read_hdf5(path, name=name)
 
 
 

@@ -19,6 +19,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import h5py
 import jax
 import numpy as np
 
@@ -55,6 +56,8 @@ def parse_spec(spec: str) -> tuple[str, str, int]:
             raise DatasetError(f"--dataset={spec!r}: medium-replay's size is the replay buffer's, set by the medium "
                                "point; drop the transition count")
         transitions = int(parts[2])
+        if level == "medium-expert" and transitions < 2:
+            raise DatasetError(f"--dataset={spec!r}: medium-expert needs at least 2 transitions, one per half")
     return env_id, level, transitions
 
 
@@ -103,6 +106,8 @@ def run_policy(env_id: str, act, transitions: int, seed: int, num_envs: int = NU
     """
     import gymnasium as gym
 
+    if transitions < 1 or num_envs < 1:
+        raise DatasetError(f"need at least one transition and one env, got {transitions} and {num_envs}")
     envs = [gym.make(env_id) for _ in range(num_envs)]
     observations = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     running = [[] for _ in envs]
@@ -137,8 +142,14 @@ def run_policy(env_id: str, act, transitions: int, seed: int, num_envs: int = NU
     arrays = {key: value[:transitions] for key, value in arrays.items()}
     if not arrays["terminals"][-1]:
         arrays["timeouts"][-1] = True
-    returns = [float(sum(row[2] for row in episode)) for episode in finished]
-    return {"arrays": _typed(arrays), "episode_returns": np.asarray(returns)}
+    return _with_returns(arrays)
+
+
+def _with_returns(arrays: dict) -> dict:
+    """The file's arrays and the returns of its episodes (the cut last one included, as the reader counts it)."""
+    arrays = _typed(arrays)
+    return {"arrays": arrays,
+            "episode_returns": episode_returns(arrays["rewards"], arrays["terminals"] | arrays["timeouts"])}
 
 
 def _typed(arrays: dict) -> dict:
@@ -168,8 +179,9 @@ def generate(env_id: str, level: str, transitions: int = DEFAULT_TRANSITIONS, se
     path = path or dataset_path(env_id, level, transitions, seed)
     name = dataset_name(env_id, level, transitions)
     label = f"{env_id}/{level}"
-    start = time.monotonic()
     attrs = {"name": name, "env_id": env_id, "level": level, "seed": seed, "versions": _versions()}
+    if level != "random":
+        _shipped_policy(env_id, "medium" if level == "medium-replay" else "expert")
     if level == "random":
         result = run_policy(env_id, random_actor(env_id, seed), transitions, seed, num_envs, label)
         attrs["behaviour"] = "uniform random actions"
@@ -191,10 +203,23 @@ def generate(env_id: str, level: str, transitions: int = DEFAULT_TRANSITIONS, se
     ref = _reference_or_none(env_id)
     if ref is not None:
         attrs["ref_min_score"], attrs["ref_max_score"] = ref["random_return"], ref["expert_return"]
-    attrs["behaviour_mean_return"] = float(np.mean(result["episode_returns"])) if len(result["episode_returns"]) else 0.0
-    attrs["generation_seconds"] = time.monotonic() - start
+    attrs["behaviour_mean_return"] = float(np.mean(result["episode_returns"]))
+    attrs["policies_sha256"] = policies_digest(env_id, level)
     d4rl.write_hdf5(path, result["arrays"], attrs)
     return path
+
+
+def policies_digest(env_id: str, level: str) -> str:
+    """sha256 of the shipped policy files a tier is made from ('' for random): a cached file made from other
+    policies (after --train_policies) is stale."""
+    import hashlib
+
+    levels = {"random": (), "medium": ("medium",), "expert": ("expert",), "medium-expert": ("medium", "expert"),
+              "medium-replay": ("medium",)}[level]
+    digest = hashlib.sha256()
+    for name in levels:
+        digest.update(policy_path(env_id, name).read_bytes())
+    return digest.hexdigest() if levels else ""
 
 
 def _reference_or_none(env_id: str) -> dict | None:
@@ -237,23 +262,31 @@ def _replay_until_medium(env_id: str, attrs: dict) -> dict:
     if not arrays["terminals"][-1]:
         arrays["timeouts"][-1] = True
     attrs["behaviour"] = f"replay buffer of SAC (seed {config.seed}) up to step {meta['step']}, the medium point"
-    return {"arrays": _typed(arrays),
-            "episode_returns": episode_returns(arrays["rewards"], arrays["terminals"] | arrays["timeouts"])}
+    attrs["seed"] = int(config.seed)
+    return _with_returns(arrays)
 
 
 def load(spec: str, seed: int = DEFAULT_SEED) -> Dataset:
     """The dataset for a gym: spec, generated into the cache on first use."""
     env_id, level, transitions = parse_spec(spec)
     path = dataset_path(env_id, level, transitions, seed)
-    if not path.exists():
+    if path.exists():
+        try:
+            d4rl.check_hdf5(path)
+        except DatasetError as error:
+            raise DatasetError(f"{error}. It is the cached copy of {spec}: delete it and it will be generated "
+                               "again") from error
         if level != "random":
             _shipped_policy(env_id, "medium" if level == "medium-replay" else "expert")
+            with h5py.File(path, "r") as f:
+                made_from = str(f.attrs.get("policies_sha256", ""))
+            if made_from != policies_digest(env_id, level):
+                print(f"{path} was made from other behaviour policies than the shipped ones; regenerating it",
+                      file=sys.stderr, flush=True)
+                path.unlink()
+    if not path.exists():
         print(f"generating {dataset_name(env_id, level, transitions)} into {path}", file=sys.stderr, flush=True)
         start = time.monotonic()
         generate(env_id, level, transitions, seed, path)
         print(f"  done in {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
-    try:
-        return d4rl.read_hdf5(path)
-    except DatasetError as error:
-        raise DatasetError(f"{error}. It is the cached copy of {spec}: delete it and it will be generated "
-                           "again") from error
+    return d4rl.read_hdf5(path)
