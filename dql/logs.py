@@ -126,7 +126,7 @@ class Progress:
 
 
 def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str, reference: float | None,
-                        reference_label: str = "behaviour data average") -> Path:
+                        reference_label: str = "behaviour data average", x_label: str = "gradient steps") -> Path:
     """Evaluation score (or return) and training losses against steps, written to png_path."""
     import matplotlib
 
@@ -148,14 +148,14 @@ def plot_learning_curve(csv_path: str | Path, png_path: str | Path, title: str, 
         ax_eval.fill_between(eval_steps, mean - std, mean + std, alpha=0.2)
     if reference is not None:
         ax_eval.axhline(reference, color="gray", linestyle="--", label=reference_label)
-    ax_eval.set_xlabel("gradient steps")
+    ax_eval.set_xlabel(x_label)
     ax_eval.set_ylabel("normalized score" if use_score else "return")
     ax_eval.set_title(title)
     ax_eval.legend(loc="lower right")
     for loss_key in ("critic_loss", "bc_loss", "actor_loss"):
         if rows and loss_key in rows[0] and rows[0][loss_key] != "":
             ax_loss.plot(steps, [float(r[loss_key]) for r in rows], label=loss_key)
-    ax_loss.set_xlabel("gradient steps")
+    ax_loss.set_xlabel(x_label)
     ax_loss.set_yscale("symlog")
     ax_loss.set_title("training losses")
     ax_loss.legend(loc="upper right")

@@ -175,7 +175,8 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                "evaluations": evaluations, "train_episodes": len(episode_returns)}
     if workdir is not None:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        logs.plot_learning_curve(workdir / "metrics.csv", workdir / "learning_curve.png", label, None)
+        logs.plot_learning_curve(workdir / "metrics.csv", workdir / "learning_curve.png", label, None,
+                                 x_label="environment steps (one update each)")
         if verbose:
             best = max(evaluations, key=lambda e: e["return_mean"])
             print(f"[{label}] final return {evaluations[-1]['return_mean']:.1f} ± {evaluations[-1]['return_std']:.1f}"

@@ -74,7 +74,8 @@ def resolve_config(algo: str, dataset: str, env: str | None, seed: int, base: Co
         config[name] = value
     for dotted, value in user_overrides.items():
         _set_path(config, dotted, value)
-    config.algo, config.dataset, config.env, config.seed = algo, dataset, env, seed
+    online = bool(config.get("online", False))  # online runs read no dataset
+    config.algo, config.dataset, config.env, config.seed = algo, None if online else dataset, env, seed
     return config
 
 

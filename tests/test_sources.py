@@ -11,7 +11,7 @@ import pytest
 
 from dql.data import DatasetError, d4rl, gym_datasets, load_dataset
 from dql.data.behaviour import load_actor, save_actor
-from dql.data.collect import pick_policies
+from dql.data.policy_training import pick_policies
 from tests.helpers import write_d4rl_file
 
 

@@ -1,0 +1,86 @@
+"""Training and picking the behaviour policies that ship with the generated datasets (see gym_datasets).
+
+`train_policies` trains SAC online (or takes a finished `--algo=sac` run folder), picks the expert (the best
+evaluation) and the medium policy (the first evaluation reaching a third of the expert's return), measures the
+random, medium and expert returns with sampled actions, and writes them into dql/data/policies/<EnvId>/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from dql.data import gym_datasets
+from dql.data.behaviour import BehaviourPolicy, load_actor, save_actor
+from dql.data.dataset import DatasetError
+from dql.evaluation import rollout
+
+
+def measure_return(env_id: str, act, episodes: int, seed: int) -> dict:
+    """Mean and std of the return of act(observations, t) over `episodes` episodes (sampled actions)."""
+    returns = rollout(act, env_id, {}, episodes, seed)["returns"]
+    return {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": episodes}
+
+
+def pick_policies(run_dir: Path) -> tuple[Path, Path]:
+    """(medium, expert) snapshot files of a SAC run: expert the best evaluation, medium the first at 1/3 of it."""
+    snapshots = sorted((run_dir / "policies").glob("step_*.npz"))
+    if not snapshots:
+        raise DatasetError(f"{run_dir / 'policies'} holds no step_*.npz snapshots: not a finished --algo=sac run")
+    returns = [load_actor(path)[1]["eval_return_mean"] for path in snapshots]
+    expert = int(np.argmax(returns))
+    medium = next((i for i, value in enumerate(returns) if value >= returns[expert] / 3.0), expert)
+    if returns[expert] <= 0 or medium == expert:
+        raise DatasetError(f"{run_dir}: no evaluation before the best one reaches a third of its return "
+                           f"({returns[expert]:.1f}); train longer")
+    return snapshots[medium], snapshots[expert]
+
+
+def train_policies(env_id: str, sac_steps: int, seed: int, from_run: str | None, episodes: int) -> dict:
+    if env_id not in gym_datasets.ENVS:
+        raise DatasetError(f"--env={env_id!r}: expected one of {', '.join(gym_datasets.ENVS)}")
+    if from_run:
+        run_dir = Path(from_run)
+    else:
+        from experiments.configs.sac import get_config
+
+        from dql.online import train_online
+
+        config = get_config()
+        config.steps, config.seed = sac_steps, seed
+        run_dir = Path("runs") / f"sac-{env_id}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        train_online(config, env_id, run_dir)
+    medium_file, expert_file = pick_policies(run_dir)
+    key = jax.random.PRNGKey(seed)
+    measured = {"random": measure_return(env_id, gym_datasets.random_actor(env_id, seed), 10 * episodes, seed)}
+    for level, path in (("medium", medium_file), ("expert", expert_file)):
+        policy = BehaviourPolicy(path)
+        measured[level] = measure_return(env_id, lambda o, t: policy(o, jax.random.fold_in(key, t)), episodes, seed)
+    out_dir = gym_datasets.POLICY_DIR / env_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for level, path in (("medium", medium_file), ("expert", expert_file)):
+        params, meta = load_actor(path)
+        meta.update(level=level, sampled_return_mean=measured[level]["mean"], sampled_return_std=measured[level]["std"])
+        save_actor(out_dir / f"{level}.npz", params, meta)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    reference = {
+        "env_id": env_id,
+        "random_return": measured["random"]["mean"],
+        "expert_return": measured["expert"]["mean"],
+        "medium_return": measured["medium"]["mean"],
+        "measured": measured,
+        "medium_step": load_actor(medium_file)[1]["step"],
+        "expert_step": load_actor(expert_file)[1]["step"],
+        "sac_steps": summary.get("steps"),
+        "sac_wall_time_s": summary.get("wall_time_s"),
+        "note": "returns with actions sampled from each policy (uniform for random), the behaviour of the datasets",
+    }
+    (out_dir / "reference.json").write_text(json.dumps(reference, indent=2) + "\n")
+    shutil.copy(run_dir / "learning_curve.png", out_dir / "sac_learning_curve.png") if (
+        run_dir / "learning_curve.png").exists() else None
+    return reference
