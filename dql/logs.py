@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,11 @@ from pathlib import Path
 import numpy as np
 
 EVAL_COLUMNS = ("eval_return_mean", "eval_return_std", "eval_score_mean", "eval_score_std")
+
+
+def file_safe(name: str) -> str:
+    """A dataset name as a file-name part: gym:Hopper-v5/medium -> gym_Hopper-v5_medium."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 class MetricsCSV:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -143,8 +142,7 @@ def main(argv):
             workdir = Path(FLAGS.workdir).expanduser()
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            folder_name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.name)  # gym:Hopper-v5/medium -> gym_Hopper-v5_medium
-            workdir = Path("runs") / f"{config.algo}-{folder_name}-seed{config.seed}-{stamp}"
+            workdir = Path("runs") / f"{config.algo}-{logs.file_safe(dataset.name)}-seed{config.seed}-{stamp}"
         prepare_workdir(workdir, config)
     except (DatasetError, ValueError, ImportError) as error:
         sys.exit(f"error: {error}")

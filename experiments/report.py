@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from dql.logs import read_csv
+from dql.logs import file_safe, read_csv
 from experiments.paper_scores import PAPER_SCORES
 
 flags.DEFINE_string("out", "report", "Folder for report.md and the learning-curve PNGs.")
@@ -100,7 +100,8 @@ def build_report(runs: list[dict], reps: int) -> str:
         mean, se = mean_and_se([m["score"] for m in members])
         published = PAPER_SCORES.get((algo, dataset))
         unit = "" if members[0]["normalized"] else " (return)"
-        lines.append(f"| {dataset} | {algo} | {mean:.1f} ± {se:.1f}{unit} | {len(members)} | "
+        spread = f" ± {se:.1f}" if len(members) > 1 else ""  # one seed has no standard error
+        lines.append(f"| {dataset} | {algo} | {mean:.1f}{spread}{unit} | {len(members)} | "
                      f"{members[0]['data_average']:.1f} | {'' if published is None else f'{published:.1f}'} |")
     lines += ["", "## Aggregate per algorithm (interquartile mean, stratified bootstrap 95% CI)", "",
               "| algorithm | IQM | 95% CI | mean | runs |", "|---|---|---|---|---|"]
@@ -141,7 +142,7 @@ def plot_curves(runs: list[dict], out: Path) -> list[Path]:
         ax.set_title(dataset)
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        path = out / f"curves_{dataset}.png"
+        path = out / f"curves_{file_safe(dataset)}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)

@@ -44,6 +44,7 @@ def test_report_tables_and_curves(tmp_path):
         make_run(runs / f"iql-{seed}", "iql", "hopper-medium-v2", seed, [20.0, final])
     for seed, final in enumerate([50.0, 52.0]):
         make_run(runs / f"bc-{seed}", "bc", "hopper-medium-v2", seed, [30.0, final])
+    make_run(runs / "dql-0", "dql", "gym:Hopper-v5/medium-replay", 0, [10.0, 37.5])  # one seed, a generated set
     (runs / "unfinished").mkdir()
     (runs / "unfinished" / "config.json").write_text(json.dumps({"algo": "bc", "dataset": "x", "seed": 9}))
     out = tmp_path / "report"
@@ -57,3 +58,5 @@ def test_report_tables_and_curves(tmp_path):
     assert "| hopper-medium-v2 | bc | 51.0 ± 1.0 | 2 | 40.0 | 52.9 |" in table
     assert "| iql | 70.0 |" in table and "unfinished" in result.stderr
     assert (out / "curves_hopper-medium-v2.png").stat().st_size > 0
+    assert "| gym:Hopper-v5/medium-replay | dql | 37.5 | 1 | 40.0 |  |" in table  # no ± for a single seed
+    assert (out / "curves_gym_Hopper-v5_medium-replay.png").stat().st_size > 0
