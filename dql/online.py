@@ -149,8 +149,9 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                 bad = _first_nonfinite(metrics)
                 if bad is not None:
                     index, key = bad
-                    raise TrainingDiverged(f"{key} became {metrics[key][index]} at update {step - update_every + index + 1} "
-                                           f"of {label}; lower --config.lr")
+                    update = step - update_every + index + 1
+                    raise TrainingDiverged(f"{key} became {metrics[key][index]} at update {update} of {label}; "
+                                           "lower --config.lr")
                 train_metrics = {key: float(np.mean(value)) for key, value in metrics.items()}
 
             if step % int(config.eval_every) == 0 or step == total:
@@ -158,12 +159,13 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                 evaluation["train_return_mean"] = float(np.mean(episode_returns[-10:])) if episode_returns else None
                 evaluations.append(evaluation)
                 now = time.monotonic()
+                rate = (step - last_report[0]) / max(now - last_report[1], 1e-9)  # env steps/s, evaluation included
                 if progress is not None:
                     progress.update(step, step - last_report[0], now - last_report[1], train_metrics)
                     progress.evaluated(step, f"return {evaluation['return_mean']:.1f} ± {evaluation['return_std']:.1f}")
                 last_report = (step, now)
                 if workdir is not None:
-                    metrics_csv.append({"step": step, "wall_time_s": now - start, "steps_per_s": None,
+                    metrics_csv.append({"step": step, "wall_time_s": now - start, "steps_per_s": rate,
                                         **train_metrics, "eval_return_mean": evaluation["return_mean"],
                                         "eval_return_std": evaluation["return_std"]})
                     save_actor(workdir / "policies" / f"step_{step:08d}.npz", agent.actor.params,
