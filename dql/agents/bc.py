@@ -16,7 +16,7 @@ from flax.training.train_state import TrainState
 
 from dql.agents import common
 from dql.distributions import tanh_gaussian_log_prob
-from dql.nets import GaussianPolicy, activation_by_name
+from dql.nets import GaussianPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,6 @@ class BCHyperparams(common.Hyperparams):
 
     def __post_init__(self):
         super().__post_init__()
-        activation_by_name(self.activation)
         self.require(at_least={"grad_norm": 0}, positive=("lr",))
 
 

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+from dql.nets import activation_by_name
+
 Params = Any
 Batch = dict[str, jax.Array]
 
@@ -120,6 +122,8 @@ class Hyperparams:
             raise ValueError(f"action bounds must be positive, got {self.max_action}")
         if self.total_steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.total_steps}")
+        if hasattr(self, "activation"):
+            activation_by_name(self.activation)  # an unknown name fails here, naming the choices
         hidden = getattr(self, "hidden_dims", (1,))
         if not hidden or min(hidden) < 1:
             raise ValueError(f"--config.hidden_dims must be positive layer widths, got {hidden}")

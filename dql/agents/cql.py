@@ -20,7 +20,6 @@ from flax.training.train_state import TrainState
 
 from dql.agents import common
 from dql.agents.sac import actor_and_temperature_step, sac_parts, scalar_state, tanh_policy
-from dql.nets import activation_by_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +39,6 @@ class CQLHyperparams(common.Hyperparams):
 
     def __post_init__(self):
         super().__post_init__()
-        activation_by_name(self.activation)
         self.require(at_least={"num_samples": 1, "cql_weight": 0},
                      positive=("lr", "critic_lr", "alpha_lr", "cql_temperature"), unit_interval=("discount", "tau"))
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from dql.agents import common
 from dql.diffusion import DiffusionSchedule, diffusion_loss, make_betas, sample
-from dql.nets import NoisePredictor, activation_by_name
+from dql.nets import NoisePredictor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +23,6 @@ class DiffusionActorHyperparams(common.Hyperparams):
     def __post_init__(self):
         super().__post_init__()
         make_betas(self.beta_schedule, self.diffusion_steps)
-        activation_by_name(self.activation)
         if self.time_dim < 4 or self.time_dim % 2:
             raise ValueError(f"--config.time_dim must be even and >= 4, got {self.time_dim}")
 

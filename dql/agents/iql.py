@@ -19,7 +19,7 @@ from flax.training.train_state import TrainState
 
 from dql.agents import common
 from dql.distributions import gaussian_log_prob
-from dql.nets import CriticEnsemble, GaussianPolicy, ValueNet, activation_by_name
+from dql.nets import CriticEnsemble, GaussianPolicy, ValueNet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,6 @@ class IQLHyperparams(common.Hyperparams):
 
     def __post_init__(self):
         super().__post_init__()
-        activation_by_name(self.activation)
         self.require(at_least={"temperature": 0}, positive=("lr", "critic_lr", "value_lr", "max_weight"),
                      unit_interval=("expectile", "discount", "tau"))
 

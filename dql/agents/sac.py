@@ -18,7 +18,7 @@ from flax.training.train_state import TrainState
 
 from dql.agents import common
 from dql.distributions import tanh_gaussian_from_noise
-from dql.nets import CriticEnsemble, GaussianPolicy, activation_by_name
+from dql.nets import CriticEnsemble, GaussianPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,6 @@ class SACHyperparams(common.Hyperparams):
 
     def __post_init__(self):
         super().__post_init__()
-        activation_by_name(self.activation)
         self.require(positive=("lr", "critic_lr", "alpha_lr"), unit_interval=("discount", "tau"))
 
 

@@ -18,7 +18,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
-from dql.nets import CriticEnsemble, DeterministicPolicy, activation_by_name
+from dql.nets import CriticEnsemble, DeterministicPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,6 @@ class TD3BCHyperparams(common.Hyperparams):
 
     def __post_init__(self):
         super().__post_init__()
-        activation_by_name(self.activation)
         self.require(at_least={"policy_delay": 1, "alpha": 0, "policy_noise": 0, "noise_clip": 0},
                      positive=("lr", "critic_lr"), unit_interval=("discount", "tau"))
 
