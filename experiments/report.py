@@ -1,40 +1,91 @@
-"""Compare finished runs: `python -m experiments.report RUN_DIR... [--out=report]`.
+"""Compare finished runs: `python -m experiments.report DIR... [--out=report] [--bootstrap=2000] [--seed=0]`.
 
-Writes `<out>/report.md` (per dataset and algorithm: final normalized score, mean ± standard error over seeds,
-beside the published number where the dataset is a D4RL one; per algorithm: the interquartile mean over all its
-runs with a stratified-bootstrap 95% confidence interval, as rliable recommends) and `<out>/curves_<dataset>.png`
-(evaluation score against steps, mean ± standard error over seeds). A RUN_DIR may be a run folder or a folder of
-run folders.
+A DIR may be a run folder or any folder above run folders (a sweep's root): every folder below it holding a
+`config.json` is a run, at any depth, except a folder whose `seed_<n>/` subfolders hold runs (a multi-seed
+program's folder), whose seeds are the runs. Unfinished runs and runs without an evaluation are left out with a
+warning.
+
+Writes `<out>/report.md`:
+- per dataset and algorithm: final score, mean ± standard error over seeds, the behaviour data's average and the
+  published number where the dataset is a D4RL one (or a generated namesake);
+- per algorithm, over the normalized-score datasets that every algorithm was run on: IQM, mean, median and
+  optimality gap (threshold 100, expert level) with 95% stratified-bootstrap confidence intervals, and for each
+  pair of algorithms the probability of improvement with its interval, all computed by rliable (Agarwal et al.
+  2021, "Deep RL at the edge of the statistical precipice");
+and `<out>/performance_profile.png` (fraction of runs scoring above tau, with 95% bands) and
+`<out>/curves_<dataset>.png` (evaluation score against steps, mean ± standard error over seeds).
+
+rliable is an optional dependency (`pip install 'dql[report]'`), imported only where it is used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from dql.logs import file_safe, read_csv
 from experiments.paper_scores import PAPER_SCORES
 
-flags.DEFINE_string("out", "report", "Folder for report.md and the learning-curve PNGs.")
-flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the IQM confidence intervals.")
+flags.DEFINE_string("out", "report", "Folder for report.md, performance_profile.png and the learning curves.")
+flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the confidence intervals. The probability of "
+                     "improvement is the slow part: ~6 ms per resample per pair of algorithms on 9 datasets.")
+flags.DEFINE_integer("seed", 0, "Seed of the bootstrap's random draws.")
 FLAGS = flags.FLAGS
+
+AGGREGATES = ("IQM", "mean", "median", "optimality gap")
+GAP_THRESHOLD = 100.0  # normalized scores put the expert at 100; rliable's default gamma=1 assumes a 0-1 scale
+
+
+def _rliable():
+    """rliable's `library` and `metrics` modules, or a one-line exit saying how to install them."""
+    try:
+        from rliable import library, metrics
+    except ImportError:
+        raise SystemExit("error: experiments.report needs rliable: pip install 'dql[report]'") from None
+    return library, metrics
+
+
+@contextlib.contextmanager
+def _bootstrap_seed(seed: int):
+    """Seed numpy's global generator for one rliable call, restoring the caller's state afterwards.
+
+    rliable 1.2 draws its resampling indices from `np.random` directly; its `random_state` argument does not reach
+    those draws (and arch warns that it is deprecated), so the global generator is the only handle on them.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+# ----------------------------------------------------------------------------------------------- runs on disk
 
 
 def find_runs(paths: list[str]) -> list[Path]:
-    runs = []
+    """Run folders at or below `paths`: deduplicated, sorted."""
+    found: dict[Path, Path] = {}
     for path in map(Path, paths):
-        if (path / "config.json").exists():
-            runs.append(path)
-        elif path.is_dir():
-            runs.extend(sorted(p.parent for p in path.glob("*/config.json")))
-        else:
-            raise SystemExit(f"error: {path} is neither a run folder (with config.json) nor a folder of them")
-    return runs
+        if not path.is_dir():
+            raise SystemExit(f"error: {path} is neither a run folder (with config.json) nor a folder above them")
+        configs = sorted(path.rglob("config.json"))
+        if not configs:
+            print(f"warning: no run folder (with config.json) at or below {path}", file=sys.stderr)
+        for config in configs:
+            folder = config.parent
+            if any(folder.glob("seed_*/config.json")):
+                continue  # a multi-seed program's own config: its seed_<n>/ folders are the runs
+            found.setdefault(folder.resolve(), folder)  # the same run reached through two arguments counts once
+    return sorted(found.values())
 
 
 def load_run(path: Path) -> dict | None:
@@ -54,6 +105,7 @@ def load_run(path: Path) -> dict | None:
         "algo": config["algo"],
         "dataset": summary["dataset"]["name"],
         "seed": config["seed"],
+        "path": path,
         "score": float(summary["final"][key]),
         "normalized": key == "score_mean",
         "curve": ([int(r["step"]) for r in rows], [float(r[f"eval_{key}"]) for r in rows]),
@@ -62,26 +114,96 @@ def load_run(path: Path) -> dict | None:
     }
 
 
-def interquartile_mean(scores: np.ndarray) -> float:
-    """Mean of the middle 50% of the scores (rliable's IQM): sorted, a quarter trimmed from each end."""
-    scores = np.sort(np.asarray(scores, np.float64))
-    n = len(scores)
-    # Fractional trimming so every size counts each score by the weight of its overlap with [n/4, 3n/4].
-    edges = np.arange(n + 1)
-    weights = np.clip(np.minimum(edges[1:], 0.75 * n) - np.maximum(edges[:-1], 0.25 * n), 0, None)
-    return float(np.sum(weights * scores) / np.sum(weights))
+# ------------------------------------------------------------------------------------------- score matrices
 
 
-def bootstrap_iqm(scores_by_dataset: list[np.ndarray], reps: int, seed: int = 0) -> tuple[float, float, float]:
-    """IQM of all scores and a 95% percentile interval, resampling seeds within each dataset (stratified)."""
-    rng = np.random.default_rng(seed)
-    point = interquartile_mean(np.concatenate(scores_by_dataset))
-    samples = [
-        interquartile_mean(np.concatenate([s[rng.integers(0, len(s), len(s))] for s in scores_by_dataset]))
-        for _ in range(reps)
-    ]
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return point, float(low), float(high)
+class ScoreMatrices(NamedTuple):
+    """rliable's input: per algorithm a [num_runs, num_tasks] array, columns in `tasks` order; `notes` say what
+    was left out to make the matrices."""
+
+    by_algo: dict[str, np.ndarray]
+    tasks: list[str]
+    notes: list[str]
+
+
+def score_matrices(runs: list[dict]) -> ScoreMatrices:
+    """Final normalized scores as runs x datasets matrices over the datasets every algorithm has.
+
+    A matrix needs the same number of runs on every task, so each algorithm keeps, per dataset, its runs with the
+    lowest seeds, as many as its smallest count over the tasks. Raw returns are left out: their scales differ per
+    environment and the optimality gap's threshold is on the normalized scale.
+    """
+    cells: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    raw = sorted({run["dataset"] for run in runs if not run["normalized"]})
+    for run in runs:
+        if run["normalized"]:
+            cells[run["algo"]][run["dataset"]].append(run)
+    notes = [f"Left out (scored in return, not normalized): {', '.join(raw)}."] if raw else []
+    if not cells:
+        return ScoreMatrices({}, [], notes)
+    everywhere = set.intersection(*(set(datasets) for datasets in cells.values()))
+    tasks = sorted(everywhere)
+    partial = sorted({d for datasets in cells.values() for d in datasets} - everywhere)
+    for dataset in partial:
+        have = sorted(algo for algo, datasets in cells.items() if dataset in datasets)
+        notes.append(f"Left out (not run by every algorithm): {dataset}, run by {', '.join(have)}.")
+    if not tasks:
+        return ScoreMatrices({}, [], notes)
+    by_algo = {}
+    for algo, datasets in sorted(cells.items()):
+        keep = min(len(datasets[task]) for task in tasks)
+        columns = []
+        for task in tasks:
+            members = sorted(datasets[task], key=lambda run: (run["seed"], str(run["path"])))
+            if len(members) > keep:
+                dropped = ", ".join(str(run["seed"]) for run in members[keep:])
+                notes.append(f"{algo} on {task}: seeds {dropped} left out to keep {keep} runs on every dataset.")
+            columns.append([run["score"] for run in members[:keep]])
+        by_algo[algo] = np.array(columns, np.float64).T  # rliable's layout: rows are runs, columns are tasks
+    return ScoreMatrices(by_algo, tasks, notes)
+
+
+# --------------------------------------------------------------------------------------- rliable estimates
+
+
+def aggregate_estimates(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> dict[str, dict]:
+    """Per algorithm: {aggregate name: (point, low, high)} for AGGREGATES, 95% stratified-bootstrap intervals."""
+    library, metrics = _rliable()
+
+    def aggregates(scores):
+        return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores),
+                         metrics.aggregate_median(scores),
+                         metrics.aggregate_optimality_gap(scores, gamma=GAP_THRESHOLD)])
+
+    with _bootstrap_seed(seed):
+        points, intervals = library.get_interval_estimates(matrices, aggregates, reps=reps)
+    return {algo: {name: (float(points[algo][i]), float(intervals[algo][0, i]), float(intervals[algo][1, i]))
+                   for i, name in enumerate(AGGREGATES)}
+            for algo in matrices}
+
+
+def improvement_estimates(matrices: dict[str, np.ndarray], pairs: list[tuple[str, str]], reps: int,
+                          seed: int = 0) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """P(X > Y) for each pair (X, Y): per task the chance a run of X beats one of Y (ties count half), averaged
+    over tasks; point and 95% interval, the two algorithms' runs resampled independently within each task."""
+    library, metrics = _rliable()
+    # A tuple of arrays makes rliable bootstrap each algorithm's runs separately (their counts may differ).
+    score_pairs = {f"{x},{y}": (matrices[x], matrices[y]) for x, y in pairs}
+    with _bootstrap_seed(seed):
+        points, intervals = library.get_interval_estimates(score_pairs, metrics.probability_of_improvement, reps=reps)
+    return {(x, y): (float(points[f"{x},{y}"]), *map(float, np.ravel(intervals[f"{x},{y}"])))
+            for x, y in pairs}
+
+
+def performance_profiles(matrices: dict[str, np.ndarray], taus: np.ndarray, reps: int, seed: int = 0):
+    """Score distributions: per algorithm the fraction of its runs (all tasks) scoring above each tau, with 95%
+    intervals ([2, len(taus)])."""
+    library, _ = _rliable()
+    with _bootstrap_seed(seed):
+        return library.create_performance_profile(matrices, taus, reps=reps)
+
+
+# ----------------------------------------------------------------------------------------------- report.md
 
 
 def mean_and_se(values) -> tuple[float, float]:
@@ -90,7 +212,7 @@ def mean_and_se(values) -> tuple[float, float]:
     return float(values.mean()), float(se)
 
 
-def build_report(runs: list[dict], reps: int) -> str:
+def dataset_table(runs: list[dict]) -> list[str]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in runs:
         groups[(run["dataset"], run["algo"])].append(run)
@@ -103,25 +225,65 @@ def build_report(runs: list[dict], reps: int) -> str:
         spread = f" ± {se:.1f}" if len(members) > 1 else ""  # one seed has no standard error
         lines.append(f"| {dataset} | {algo} | {mean:.1f}{spread}{unit} | {len(members)} | "
                      f"{members[0]['data_average']:.1f} | {'' if published is None else f'{published:.1f}'} |")
-    lines += ["", "## Aggregate per algorithm (interquartile mean, stratified bootstrap 95% CI)", "",
-              "| algorithm | IQM | 95% CI | mean | runs |", "|---|---|---|---|---|"]
-    by_algo: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        by_algo[run["algo"]][run["dataset"]].append(run["score"])
-    for algo, datasets in sorted(by_algo.items()):
-        strata = [np.asarray(v) for v in datasets.values()]
-        iqm, low, high = bootstrap_iqm(strata, reps)
-        everything = np.concatenate(strata)
-        lines.append(f"| {algo} | {iqm:.1f} | [{low:.1f}, {high:.1f}] | {everything.mean():.1f} | {len(everything)} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def plot_curves(runs: list[dict], out: Path) -> list[Path]:
+def _interval(point: float, low: float, high: float, digits: int = 1) -> str:
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _bullets(notes: list[str]) -> list[str]:
+    return [*(f"- {note}" for note in notes), ""] if notes else []
+
+
+def aggregate_section(scores: ScoreMatrices, reps: int, seed: int) -> list[str]:
+    lines = ["", "## Aggregates over datasets (rliable, 95% stratified-bootstrap confidence intervals)", ""]
+    if not scores.tasks:
+        return lines + ["No normalized-score dataset was run by every algorithm; nothing to aggregate.", "",
+                        *_bullets(scores.notes)]
+    lines += [f"Datasets (tasks): {', '.join(scores.tasks)}. {reps} bootstrap resamples of the runs within each "
+              f"dataset, seed {seed}. IQM: mean of the middle 50% of all runs' scores; mean and median: of the "
+              f"per-dataset means; optimality gap: {GAP_THRESHOLD:.0f} minus the mean of min(score, "
+              f"{GAP_THRESHOLD:.0f}), lower is better.", "", *_bullets(scores.notes),
+              "| algorithm | runs x datasets | " + " | ".join(AGGREGATES) + " |",
+              "|---|---|" + "---|" * len(AGGREGATES)]
+    estimates = aggregate_estimates(scores.by_algo, reps, seed)
+    ranked = sorted(estimates, key=lambda algo: (-estimates[algo]["IQM"][0], algo))
+    for algo in ranked:
+        runs, tasks = scores.by_algo[algo].shape
+        cells = " | ".join(_interval(*estimates[algo][name]) for name in AGGREGATES)
+        lines.append(f"| {algo} | {runs} x {tasks} | {cells} |")
+    if len(ranked) < 2:
+        return lines
+    pairs = list(itertools.combinations(ranked, 2))  # X ranked above Y by IQM; P(Y > X) is 1 - P(X > Y)
+    improvement = improvement_estimates(scores.by_algo, pairs, reps, seed)
+    lines += ["", "## Probability of improvement (rliable, 95% stratified-bootstrap confidence intervals)", "",
+              "P(X > Y): the chance that a run of X scores above a run of Y on the same dataset (ties count half), "
+              "averaged over the datasets above.", "",
+              "| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]
+    lines += [f"| {x} | {y} | {_interval(*improvement[(x, y)], digits=2)} |" for x, y in pairs]
+    return lines
+
+
+def build_report(runs: list[dict], reps: int, seed: int = 0) -> str:
+    lines = dataset_table(runs) + aggregate_section(score_matrices(runs), reps, seed)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# ------------------------------------------------------------------------------------------------- figures
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curves(runs: list[dict], out: Path) -> list[Path]:
+    plt = _pyplot()
     written = []
     by_dataset: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
@@ -149,17 +311,45 @@ def plot_curves(runs: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def plot_performance_profile(scores: ScoreMatrices, out: Path, reps: int, seed: int = 0) -> Path | None:
+    """performance_profile.png: each algorithm's fraction of runs above tau, over the aggregated datasets."""
+    if not scores.tasks:
+        return None
+    plt = _pyplot()
+    from rliable import plot_utils  # after _rliable() (in performance_profiles) has checked that it is installed
+
+    everything = np.concatenate([m.ravel() for m in scores.by_algo.values()])
+    taus = np.linspace(min(0.0, everything.min()), max(GAP_THRESHOLD, everything.max()), 101)
+    profiles, intervals = performance_profiles(scores.by_algo, taus, reps, seed)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=intervals, ax=ax,
+                                         xlabel=r"normalized score $\tau$",
+                                         ylabel=r"fraction of runs with score $> \tau$",
+                                         labelsize="medium", ticklabelsize="medium")
+    ax.set_title(f"score distributions over {len(scores.tasks)} dataset(s), 95% bootstrap bands")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = out / "performance_profile.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def main(argv):
     if len(argv) < 2:
-        raise app.UsageError("give one or more run folders (or folders of run folders)")
+        raise app.UsageError("give one or more run folders (or folders above them)")
+    _rliable()  # fail before reading anything if it is missing
+    logging.set_verbosity(logging.WARNING)  # rliable logs an INFO line per algorithm and interval
     runs = [run for run in map(load_run, find_runs(argv[1:])) if run is not None]
     if not runs:
         raise SystemExit("error: no finished run with an evaluation among the given folders")
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(runs, FLAGS.bootstrap)
+    report = build_report(runs, FLAGS.bootstrap, FLAGS.seed)
     (out / "report.md").write_text(report)
-    for path in plot_curves(runs, out):
+    written = plot_curves(runs, out)
+    written.append(plot_performance_profile(score_matrices(runs), out, FLAGS.bootstrap, FLAGS.seed))
+    for path in filter(None, written):
         print(f"wrote {path}", file=sys.stderr)
     print(report)
 

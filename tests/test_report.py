@@ -1,6 +1,8 @@
-"""experiments.report on hand-made run folders: table values, published column, IQM and its interval, curves."""
+"""experiments.report: run discovery in a sweep root, score matrices, rliable's aggregates against closed forms,
+the report's tables and figures."""
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,53 +12,168 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.report import bootstrap_iqm, interquartile_mean
+from experiments import report
 
 ROOT = Path(__file__).resolve().parent.parent
+REPS = 200  # small: CI runs these on a 2-core CPU
+needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None,
+                                   reason="experiments.report needs rliable: pip install 'dql[report]'")
 
 
-def make_run(folder: Path, algo: str, dataset: str, seed: int, scores: list[float]):
+def make_run(folder: Path, algo: str, dataset: str, seed: int, scores: list[float], normalized: bool = True):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"algo": algo, "dataset": dataset, "seed": seed}))
     steps = [10 * (i + 1) for i in range(len(scores))]
-    final = {"step": steps[-1], "return_mean": 0.0, "return_std": 0.0, "score_mean": scores[-1], "score_std": 1.0}
-    summary = {"final": final, "dataset": {"name": dataset, "average_normalized_score": 40.0,
+    key = "score_mean" if normalized else "return_mean"
+    final = {"step": steps[-1], "return_mean": scores[-1] if not normalized else 0.0, "return_std": 0.0,
+             "score_mean": scores[-1] if normalized else None, "score_std": 1.0 if normalized else None}
+    summary = {"final": final, "dataset": {"name": dataset, "average_normalized_score": 40.0 if normalized else None,
                                            "average_return": -1.0}}
     (folder / "summary.json").write_text(json.dumps(summary))
     with open(folder / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "eval_score_mean"])
+        writer = csv.DictWriter(f, fieldnames=["step", f"eval_{key}"])
         writer.writeheader()
-        writer.writerows({"step": s, "eval_score_mean": v} for s, v in zip(steps, scores))
+        writer.writerows({"step": s, f"eval_{key}": v} for s, v in zip(steps, scores))
 
 
-def test_interquartile_mean_closed_forms():
-    assert interquartile_mean([1, 2, 3, 4]) == pytest.approx(2.5)
-    assert interquartile_mean([0, 1, 2, 3, 4, 5, 6, 1000]) == pytest.approx(3.5)  # the outlier is trimmed
-    assert interquartile_mean([5.0]) == 5.0
-    point, low, high = bootstrap_iqm([np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 10.0])], reps=500)
-    assert low <= point <= high and point == pytest.approx(interquartile_mean([1, 2, 3, 4, 10, 10]))
-    assert bootstrap_iqm([np.array([7.0, 7.0, 7.0])], reps=50) == (7.0, 7.0, 7.0)
+def fake_run(algo: str, dataset: str, seed: int, score: float, normalized: bool = True) -> dict:
+    return {"algo": algo, "dataset": dataset, "seed": seed, "path": Path(f"{algo}-{dataset}-{seed}"),
+            "score": score, "normalized": normalized}
 
 
-def test_report_tables_and_curves(tmp_path):
-    runs = tmp_path / "runs"
+@needs_rliable
+def test_aggregates_match_closed_forms():
+    # 1..8 in no particular order: IQM trims the 2 lowest and 2 highest of the *sorted* scores -> mean(3..6) = 4.5.
+    one_to_eight = np.array([[8.0, 1.0], [3.0, 6.0], [5.0, 2.0], [7.0, 4.0]])
+    # 12 scores, one outlier: IQM = mean(4..9) = 6.5; per-dataset (column) means 2.5, 6.75, 257.25 -> mean 88.83,
+    # median 6.75 (the row means' median would be 6.5); gap 100 - mean(min(s, 100)) = 100 - 166 / 12.
+    outlier = np.array([[1.0, 5.0, 8.0], [2.0, 6.0, 10.0], [3.0, 7.0, 11.0], [4.0, 9.0, 1000.0]])
+    expert = np.array([[100.0, 120.0], [100.0, 130.0]])  # at or above the threshold everywhere: no gap
+    estimates = report.aggregate_estimates({"a": one_to_eight, "b": outlier, "c": expert}, reps=REPS)
+    assert estimates["a"]["IQM"][0] == pytest.approx(4.5)
+    b = {name: point for name, (point, _, _) in estimates["b"].items()}
+    assert b == pytest.approx({"IQM": 6.5, "mean": 1066 / 12, "median": 6.75, "optimality gap": 100 - 166 / 12})
+    for name, (point, low, high) in estimates["b"].items():
+        assert low <= point <= high and low < high, name
+    assert estimates["c"]["optimality gap"] == (0.0, 0.0, 0.0)
+    assert estimates["c"]["mean"][0] == pytest.approx(112.5)
+
+
+@needs_rliable
+def test_probability_of_improvement_closed_forms():
+    rng = np.random.default_rng(0)
+    low = rng.uniform(0, 50, (3, 4))
+    high = rng.uniform(60, 100, (2, 4))  # beats every run of `low` on every task, with fewer runs
+    # Task 0: x in (1, 3, 4) against y in (2, 2) wins 4 of 6 pairs; task 1: x never wins -> (2/3 + 0) / 2.
+    x = np.array([[1.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    y = np.array([[2.0, 5.0], [2.0, 5.0]])
+    pairs = [("high", "low"), ("low", "high"), ("low", "low2"), ("x", "y"), ("y", "x")]
+    result = report.improvement_estimates({"high": high, "low": low, "low2": low.copy(), "x": x, "y": y},
+                                          pairs, reps=REPS)
+    assert result[("high", "low")] == (1.0, 1.0, 1.0)
+    assert result[("low", "high")] == (0.0, 0.0, 0.0)
+    assert result[("low", "low2")][0] == 0.5  # identical score matrices
+    assert result[("x", "y")][0] == pytest.approx(1 / 3)
+    assert result[("y", "x")][0] == pytest.approx(2 / 3)  # ties count half, so P(Y > X) = 1 - P(X > Y)
+    assert result[("x", "y")][1] <= 1 / 3 <= result[("x", "y")][2]
+
+
+@needs_rliable
+def test_performance_profile_counts_runs_above_tau():
+    profiles, intervals = report.performance_profiles({"a": np.array([[10.0], [30.0], [50.0], [70.0]])},
+                                                      np.array([0.0, 20.0, 60.0, 100.0]), reps=REPS)
+    np.testing.assert_allclose(profiles["a"], [1.0, 0.75, 0.25, 0.0])
+    assert intervals["a"].shape == (2, 4)
+
+
+@needs_rliable
+def test_bootstrap_seed_is_reproducible_and_leaves_numpy_alone():
+    scores = {"a": np.random.default_rng(1).normal(50, 10, (5, 3))}
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    first = report.aggregate_estimates(scores, reps=REPS, seed=0)
+    assert np.array_equal(np.random.get_state()[1], before)  # the caller's global generator is restored
+    assert report.aggregate_estimates(scores, reps=REPS, seed=0) == first
+    assert report.aggregate_estimates(scores, reps=REPS, seed=1)["a"]["IQM"] != first["a"]["IQM"]
+
+
+def test_score_matrices_common_datasets_and_truncation():
+    runs = [fake_run("iql", "d1", s, 10.0 + s) for s in (2, 0, 1)] + [fake_run("iql", "d2", s, 20.0 + s)
+                                                                       for s in (0, 1)]
+    runs += [fake_run("bc", "d1", 0, 1.0), fake_run("bc", "d2", 0, 2.0), fake_run("bc", "d3", 0, 3.0)]
+    runs += [fake_run("bc", "pendulum", 0, -150.0, normalized=False)]
+    scores = report.score_matrices(runs)
+    assert scores.tasks == ["d1", "d2"]  # d3: bc only; pendulum: raw return
+    # Rows are runs (lowest seeds kept, 2 of iql's 3 on d1), columns are datasets in `tasks` order.
+    np.testing.assert_array_equal(scores.by_algo["iql"], [[10.0, 20.0], [11.0, 21.0]])
+    np.testing.assert_array_equal(scores.by_algo["bc"], [[1.0, 2.0]])
+    notes = "\n".join(scores.notes)
+    assert "iql on d1: seeds 2 left out to keep 2 runs" in notes
+    assert "d3, run by bc" in notes and "not normalized): pendulum" in notes
+
+
+def test_missing_rliable_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rliable", None)  # makes `from rliable import ...` raise ImportError
+    with pytest.raises(SystemExit, match=r"^error: experiments.report needs rliable: pip install 'dql\[report\]'$"):
+        report.aggregate_estimates({"a": np.ones((2, 2))}, reps=10)
+
+
+def make_sweep(root: Path) -> None:
+    """A sweep root: a multi-seed program with its own config.json, one without, flat and deeply nested runs,
+    a dataset only one algorithm has, one unfinished run."""
+    (root / "iql-hopper-s0-2").mkdir(parents=True)
+    (root / "iql-hopper-s0-2" / "config.json").write_text(json.dumps({"algo": "iql", "seeds": [0, 1, 2]}))
     for seed, final in enumerate([60.0, 70.0, 80.0]):
-        make_run(runs / f"iql-{seed}", "iql", "hopper-medium-v2", seed, [20.0, final])
+        make_run(root / "iql-hopper-s0-2" / f"seed_{seed}", "iql", "hopper-medium-v2", seed, [20.0, final])
+    for seed, final in enumerate([70.0, 74.0]):
+        make_run(root / "iql-walker-s0-1" / f"seed_{seed}", "iql", "walker2d-medium-v2", seed, [20.0, final])
     for seed, final in enumerate([50.0, 52.0]):
-        make_run(runs / f"bc-{seed}", "bc", "hopper-medium-v2", seed, [30.0, final])
-    make_run(runs / "dql-0", "dql", "gym:Hopper-v5/medium-replay", 0, [10.0, 37.5])  # one seed, a generated set
-    (runs / "unfinished").mkdir()
-    (runs / "unfinished" / "config.json").write_text(json.dumps({"algo": "bc", "dataset": "x", "seed": 9}))
-    out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "experiments.report", str(runs), f"--out={out}", "--bootstrap=200"],
-                            cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                            timeout=300)
+        make_run(root / f"bc-hopper-seed{seed}", "bc", "hopper-medium-v2", seed, [30.0, final])
+    for seed, final in enumerate([40.0, 44.0]):
+        make_run(root / "more" / "deeper" / f"bc-walker-seed{seed}", "bc", "walker2d-medium-v2", seed, [30.0, final])
+    make_run(root / "bc-gym-seed0", "bc", "gym:Hopper-v5/medium-replay", 0, [10.0, 37.5])
+    (root / "unfinished").mkdir()
+    (root / "unfinished" / "config.json").write_text(json.dumps({"algo": "bc", "dataset": "x", "seed": 9}))
+
+
+def test_find_runs_in_a_sweep_root(tmp_path):
+    make_sweep(tmp_path)
+    # The second argument reaches the same runs by another spelling: they count once.
+    found = report.find_runs([str(tmp_path), str(tmp_path / "more" / ".." / "iql-hopper-s0-2")])
+    names = [str(path.relative_to(tmp_path)) for path in found]
+    assert names == ["bc-gym-seed0", "bc-hopper-seed0", "bc-hopper-seed1",
+                     "iql-hopper-s0-2/seed_0", "iql-hopper-s0-2/seed_1", "iql-hopper-s0-2/seed_2",
+                     "iql-walker-s0-1/seed_0", "iql-walker-s0-1/seed_1",
+                     "more/deeper/bc-walker-seed0", "more/deeper/bc-walker-seed1", "unfinished"]
+    with pytest.raises(SystemExit, match="neither a run folder"):
+        report.find_runs([str(tmp_path / "absent")])
+
+
+def aggregate_points(table: str) -> dict[str, list[float]]:
+    """algorithm -> point estimates of the aggregate table's rows (IQM, mean, median, optimality gap)."""
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if " x 2 |" in line]
+    return {cells[0].strip(): [float(cell.split("[")[0]) for cell in cells[2:]] for cells in rows}
+
+
+@needs_rliable
+def test_report_of_a_sweep_root(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "report"
+    make_sweep(sweep)
+    result = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep), f"--out={out}",
+                             f"--bootstrap={REPS}"], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "unfinished" in result.stderr
     table = (out / "report.md").read_text()
-    # mean ± SE over seeds: IQL (60, 70, 80) -> 70.0 ± 5.8; published IQL hopper-medium-v2 66.3; BC 51.0 ± 1.0.
+    # Per dataset, every finished run: IQL (60, 70, 80) -> 70.0 ± 5.8, published 66.3; BC (50, 52) -> 51.0 ± 1.0.
     assert "| hopper-medium-v2 | iql | 70.0 ± 5.8 | 3 | 40.0 | 66.3 |" in table
     assert "| hopper-medium-v2 | bc | 51.0 ± 1.0 | 2 | 40.0 | 52.9 |" in table
-    assert "| iql | 70.0 |" in table and "unfinished" in result.stderr
-    assert (out / "curves_hopper-medium-v2.png").stat().st_size > 0
-    assert "| gym:Hopper-v5/medium-replay | dql | 37.5 | 1 | 40.0 |  |" in table  # no ± for a single seed
-    assert (out / "curves_gym_Hopper-v5_medium-replay.png").stat().st_size > 0
+    assert "| gym:Hopper-v5/medium-replay | bc | 37.5 | 1 | 40.0 |  |" in table  # no ± for a single seed
+    # Aggregates over hopper and walker with 2 runs each (IQL's seed 2 on hopper left out):
+    # IQL (60, 70 | 70, 74): IQM 70, mean = median = 68.5, gap 31.5; BC (50, 52 | 40, 44): IQM 47, 46.5, 53.5.
+    assert aggregate_points(table) == {"iql": [70.0, 68.5, 68.5, 31.5], "bc": [47.0, 46.5, 46.5, 53.5]}
+    assert table.index("| iql | 2 x 2 |") < table.index("| bc | 2 x 2 |")  # ranked by IQM
+    assert "iql on hopper-medium-v2: seeds 2 left out" in table and "gym:Hopper-v5/medium-replay, run by bc" in table
+    assert "| iql | bc | 1.00 [1.00, 1.00] |" in table  # IQL beats BC on every run of both datasets
+    for name in ("performance_profile.png", "curves_hopper-medium-v2.png", "curves_gym_Hopper-v5_medium-replay.png"):
+        assert (out / name).stat().st_size > 0, name
