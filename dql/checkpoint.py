@@ -30,6 +30,12 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
+    def delete_after(self, step: int) -> None:
+        """Drop checkpoints newer than `step` (resuming from `step` rewrites them)."""
+        for later in self.all_steps():
+            if later > step:
+                self._manager.delete(later)
+
     def save(self, step: int, state: Any, meta: dict) -> None:
         self._manager.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,38 @@ class TensorBoard:
         self._writer.close()
 
 
+class WandB:
+    """Scalars to Weights & Biases (optional: pip install 'dql[wandb]'). `--config.wandb_mode=offline` writes the
+    run under `<workdir>/wandb` without an account, for `wandb sync` later. A resumed run continues the same W&B
+    run: its id is kept in `<workdir>/wandb_id.txt`."""
+
+    def __init__(self, directory: str | Path, config):
+        wandb = self.require()
+        directory = Path(directory)
+        id_file = directory / "wandb_id.txt"
+        if not id_file.exists():
+            id_file.write_text(uuid.uuid4().hex[:12] + "\n")
+        self._run = wandb.init(
+            project=config.wandb_project, dir=str(directory), name=file_safe(str(directory)),
+            config=config.to_dict(), mode=config.wandb_mode, id=id_file.read_text().strip(), resume="allow",
+            reinit="create_new",  # one W&B run per seed of a multi-seed program, all in this process
+        )
+
+    @staticmethod
+    def require():
+        try:
+            import wandb
+        except ImportError:
+            raise ImportError("--config.wandb=True needs the wandb package: pip install 'dql[wandb]'") from None
+        return wandb
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        self._run.log({tag: float(v) for tag, v in values.items() if v is not None}, step=step)
+
+    def close(self) -> None:
+        self._run.finish()
+
+
 def _format(value):
     if isinstance(value, float):
         return repr(value)
@@ -104,8 +137,8 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Periodic progress lines: step, steps/s (compile excluded), ETA, a few losses and the last evaluation."""
 
-    def __init__(self, total_steps: int, label: str, stream=sys.stdout):
-        self.total_steps = total_steps
+    def __init__(self, total_steps: int, label: str, stream=sys.stdout, seeds: int = 1):
+        self.total_steps, self.seeds = total_steps, seeds
         self.label = label
         self.stream = stream
         self.rate = None
@@ -118,8 +151,10 @@ class Progress:
         shown = " ".join(f"{key} {metrics[key]:.4g}" for key in ("critic_loss", "actor_loss", "bc_loss")
                          if key in metrics)
         percent = 100.0 * step / self.total_steps
+        # A program of several seeds also shows seed-steps/s, the throughput that compares with other layouts.
+        seed_rate = f" ({self.seeds * rate:.1f} seed-steps/s)" if self.seeds > 1 else ""
         print(
-            f"[{self.label}] step {step}/{self.total_steps} ({percent:.0f}%) | {rate:.1f} steps/s | "
+            f"[{self.label}] step {step}/{self.total_steps} ({percent:.0f}%) | {rate:.1f} steps/s{seed_rate} | "
             f"ETA {format_duration(eta)} | {shown}{self.last_eval}",
             file=self.stream,
             flush=True,

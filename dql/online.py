@@ -25,7 +25,7 @@ from dql import logs
 from dql.agents import create_agent, select_actions
 from dql.data.behaviour import save_actor
 from dql.evaluation import rollout
-from dql.trainer import TrainingDiverged, _first_nonfinite
+from dql.trainer import TrainingDiverged, first_nonfinite
 
 BUFFER_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 
@@ -78,6 +78,10 @@ def check_online_config(config) -> None:
     for name in ("start_steps", "update_after"):
         if int(config[name]) < 0:
             raise ValueError(f"--config.{name} must be >= 0, got {config[name]}")
+    # The online loop writes metrics.csv, its policy snapshots and the learning curve only.
+    for name in ("tensorboard", "wandb"):
+        if config.get(name):
+            raise ValueError(f"--config.{name}=True is not supported by the online loop (--algo={config.algo})")
 
 
 def check_online_env(env_id: str) -> tuple[np.ndarray, int]:
@@ -146,7 +150,7 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
             if step >= int(config.update_after) and step % update_every == 0:
                 agent, metrics = update_chunk(agent, buffer.sample(rng, update_every, int(config.batch_size)))
                 metrics = jax.device_get(metrics)
-                bad = _first_nonfinite(metrics)
+                bad = first_nonfinite(metrics)
                 if bad is not None:
                     index, key = bad
                     update = step - update_every + index + 1

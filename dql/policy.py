@@ -9,9 +9,8 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from dql.agents import select_actions
+from dql.agents import create_agent, select_actions
 from dql.checkpoint import Checkpoints
-from dql.trainer import checkpoint_template
 
 
 class Policy:
@@ -32,6 +31,13 @@ class Policy:
                 f"observations must have shape [B, {self.observation_dim}], got {observations.shape}"
             )
         return np.asarray(select_actions(self.agent, observations, jax.random.PRNGKey(seed)))
+
+
+def checkpoint_template(config, observation_dim: int, action_dim: int, max_action) -> dict:
+    """A run checkpoint's structure to restore into: one seed's agent (single device, no named axis) and its
+    minibatch key."""
+    agent = create_agent(config.algo, jax.random.PRNGKey(0), observation_dim, action_dim, max_action, config)
+    return {"agent": agent, "data_rng": jax.random.PRNGKey(0)}
 
 
 def load_policy(workdir: str | Path, step: int | None = None) -> Policy:

@@ -1,70 +1,57 @@
-"""The training loop: compiled multi-step dispatches on device-resident data, evaluation, logs, checkpoints, resume.
+"""The offline training loop: compiled multi-step dispatches on device-resident data for S seeds at once,
+evaluation, logs, checkpoints, resume and preemption.
 
-One code path serves one device and many: the update runs under `shard_map` over a 1-D mesh named "data" (of one
-device when there is one). Each device draws its share of the minibatch from its own replica of the dataset, the
-agent averages gradients over the axis, and the agent stays replicated.
+A run is a program of `config.num_seeds` seeds (`dql.parallel` lays it over the devices). Per dispatch the loop
+runs `dispatch_length` updates of every seed in one compiled call, then, per seed, checks the metrics for NaN/inf,
+evaluates, appends to the seed's metrics.csv and checkpoints, each in that seed's own run folder.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dql import logs
-from dql.agents import create_agent, select_actions
-from dql.checkpoint import Checkpoints
-from dql.data import REWARD_TUNES, Dataset, sample_batch, training_arrays
+from dql.agents import create_agent
+from dql.data import REWARD_TUNES, Dataset, training_arrays
 from dql.evaluation import rollout
-
-AXIS = "data"
+from dql.parallel import Layout, build_train_chunk, make_layout, put, seed_slice, stack_seeds, to_host
+from dql.run_folder import SeedRun, prepare_program
 
 
 class TrainingDiverged(RuntimeError):
     """A training metric became NaN or inf; the message names the step and the last good checkpoint."""
 
 
-def make_mesh(num_devices: int = 0) -> Mesh:
-    devices = jax.devices()
-    if num_devices < 0 or num_devices > len(devices):
-        raise ValueError(f"--config.num_devices={num_devices}, but {len(devices)} device(s) are available")
-    return Mesh(np.array(devices[: num_devices or len(devices)]), (AXIS,))
+class Preempted(RuntimeError):
+    """SIGTERM arrived; the loop checkpointed at the end of its dispatch and stopped. The same command resumes."""
 
 
-def build_train_chunk(mesh: Mesh, local_batch: int, length: int):
-    """jit(shard_map(scan of `length` updates)); (agent, data, rng) -> (agent, rng, metrics of shape [length])."""
-
-    def chunk(agent, data, rng):
-        def body(carry, _):
-            agent, rng = carry
-            rng, key = jax.random.split(rng)
-            # Each device samples its own part of the global batch.
-            batch = sample_batch(data, jax.random.fold_in(key, jax.lax.axis_index(AXIS)), local_batch)
-            agent, metrics = agent.update(batch)
-            return (agent, rng), metrics
-
-        (agent, rng), metrics = jax.lax.scan(body, (agent, rng), None, length=length)
-        return agent, rng, metrics
-
-    replicated = PartitionSpec()
-    sharded = jax.shard_map(
-        chunk,
-        mesh=mesh,
-        in_specs=(replicated, replicated, replicated),
-        out_specs=(replicated, replicated, replicated),
-        check_vma=False,
-    )
-    return jax.jit(sharded, donate_argnums=(0,))
+def layout_for(config) -> Layout:
+    return make_layout(int(config.num_devices), int(config.num_seeds), str(config.parallel), int(config.batch_size))
 
 
-def check_loop_config(config, num_devices: int) -> None:
-    """The loop's own settings; the agent checks its hyperparameters itself."""
-    for name in ("steps", "batch_size", "steps_per_dispatch", "eval_every", "save_every", "steps_per_epoch"):
+LOOP_KEYS = ("steps", "batch_size", "steps_per_dispatch", "eval_every", "save_every", "steps_per_epoch", "num_seeds",
+             "eval_episodes", "top_k", "reward_tune", "num_devices", "parallel", "seed")
+
+
+def check_loop_config(config) -> None:
+    """The loop's own settings; the agent checks its hyperparameters itself, `make_layout` the devices."""
+    missing = [name for name in LOOP_KEYS if name not in config]
+    if missing:
+        raise ValueError(f"the config lacks the loop keys {', '.join(missing)}; a --config=FILE should start from "
+                         f"dql/configs/{config.get('algo', 'ALGO')}.py (dql.configs.common.loop_config)")
+    for name in ("steps", "batch_size", "steps_per_dispatch", "eval_every", "save_every", "steps_per_epoch",
+                 "num_seeds"):
         if int(config[name]) <= 0:
             raise ValueError(f"--{name} (config.{name}) must be positive, got {config[name]}")
     if config.top_k < 0:
@@ -73,8 +60,6 @@ def check_loop_config(config, num_devices: int) -> None:
         raise ValueError(f"--config.reward_tune={config.reward_tune!r}; expected one of {REWARD_TUNES}")
     if config.eval_episodes < 0:
         raise ValueError(f"--eval_episodes must be >= 0, got {config.eval_episodes}")
-    if config.batch_size % num_devices:
-        raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {num_devices} device(s)")
 
 
 def dispatch_length(config) -> int:
@@ -85,24 +70,21 @@ def dispatch_length(config) -> int:
     return aligned if 4 * aligned >= requested else requested
 
 
-def _next_boundary(step: int, config) -> int:
+def next_boundary(step: int, config) -> int:
     """The next step at which the loop must stop: a dispatch's end, an evaluation, a checkpoint or the end."""
 
     def next_multiple(every):
         return (step // every + 1) * every
 
-    return min(
-        step + dispatch_length(config),
-        next_multiple(int(config.eval_every)),
-        next_multiple(int(config.save_every)),
-        int(config.steps),
-    )
+    return min(step + dispatch_length(config), next_multiple(int(config.eval_every)),
+               next_multiple(int(config.save_every)), int(config.steps))
 
 
-def _first_nonfinite(metrics: dict[str, np.ndarray]) -> tuple[int, str] | None:
+def first_nonfinite(metrics: dict[str, np.ndarray]) -> tuple[int, str] | None:
+    """(index, key) of the first NaN/inf along the leading (step) axis of per-step metrics, or None."""
     for index in range(len(next(iter(metrics.values())))):
         for key in sorted(metrics):
-            if not np.isfinite(metrics[key][index]):
+            if not np.all(np.isfinite(metrics[key][index])):
                 return index, key
     return None
 
@@ -124,146 +106,252 @@ def select_models(evaluations: list[dict], top_k: int) -> dict:
     return choice
 
 
-class Evaluator:
-    """Runs the agent's batched action selection in a vector env; reproducible from (seed, step)."""
+@jax.jit
+def _select_per_seed(agents, observations, keys, t):
+    """[S, E, obs] observations, [S] keys, step t -> [S, E, act]: every seed's action selection in one call."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+    return jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key))(agents, observations, keys)
 
-    def __init__(self, env_id: str, env_kwargs: dict, episodes: int, seed: int, dataset: Dataset):
+
+class Evaluator:
+    """All seeds' episodes in one vector env with one batched action call per step; reproducible from
+    (seed, step): seed s evaluates in envs seeded s + 100 + i with keys from s + 100, as its separate run would."""
+
+    def __init__(self, env_id: str, env_kwargs: dict, episodes: int, seeds: list[int], dataset: Dataset):
         self.env_id, self.env_kwargs, self.episodes = env_id, env_kwargs, episodes
-        self.seed = seed + 100  # the reference evaluates with seed + 100
+        self.seeds = [seed + 100 for seed in seeds]  # the reference evaluates with seed + 100
         self.dataset = dataset
 
-    def __call__(self, agent, step: int) -> dict:
-        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), step)
+    def __call__(self, agents, step: int) -> list[dict]:
+        num_seeds, episodes = len(self.seeds), self.episodes
+        keys = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), step)) for s in self.seeds])
 
         def policy(observations, t):
-            return np.asarray(select_actions(agent, observations, jax.random.fold_in(key, t)))
+            per_seed = observations.reshape(num_seeds, episodes, -1)
+            actions = _select_per_seed(agents, per_seed, keys, t)
+            return np.asarray(actions).reshape(num_seeds * episodes, -1)
 
-        result = rollout(policy, self.env_id, self.env_kwargs, self.episodes, self.seed)
-        returns = result["returns"]
-        scores = self.dataset.normalized_score(returns)
-        return {
-            "step": step,
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "score_mean": None if scores is None else float(scores.mean()),
-            "score_std": None if scores is None else float(scores.std()),
-        }
+        env_seeds = [seed + i for seed in self.seeds for i in range(episodes)]
+        returns = rollout(policy, self.env_id, self.env_kwargs, num_seeds * episodes, env_seeds)["returns"]
+        results = []
+        for seed_returns in returns.reshape(num_seeds, episodes):
+            scores = self.dataset.normalized_score(seed_returns)
+            results.append({
+                "step": step,
+                "return_mean": float(seed_returns.mean()),
+                "return_std": float(seed_returns.std()),
+                "score_mean": None if scores is None else float(scores.mean()),
+                "score_std": None if scores is None else float(scores.std()),
+            })
+        return results
 
 
-def _raise_if_nonfinite(metrics: dict[str, np.ndarray], first_step: int, meta: dict, where: Path, label: str):
-    bad = _first_nonfinite(metrics)
+class StopSignal:
+    """SIGTERM (sent by Slurm, preemptible VMs and TPU maintenance) asks the loop to checkpoint at the end of the
+    current dispatch and stop; in a multi-host run the processes agree on it, so they stop at the same step."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self.received
+        from jax.experimental import multihost_utils
+
+        return bool(np.max(multihost_utils.process_allgather(np.array([self.received]))))
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def initial_state(config, dataset: Dataset, layout: Layout) -> tuple[object, np.ndarray]:
+    """Host arrays of the S agents and data keys; seed s's equal a separate run's with --seed=s."""
+    keys = [jax.random.split(jax.random.PRNGKey(int(config.seed) + index)) for index in range(layout.num_seeds)]
+    agent_keys, data_keys = np.stack([k[0] for k in keys]), np.stack([k[1] for k in keys])
+    observation_stats = (dataset.observations.mean(axis=0), dataset.observations.std(axis=0))
+
+    def make(key):
+        return create_agent(config.algo, key, dataset.observation_dim, dataset.action_dim, dataset.max_action,
+                            config, layout.agent_axis, observation_stats)
+
+    return jax.device_get(jax.jit(jax.vmap(make))(agent_keys)), data_keys
+
+
+def _resume(runs: list[SeedRun], agents, rngs, layout: Layout, label: str) -> tuple[int, object, object]:
+    """(step, agents, rngs) from the newest checkpoint every seed has; 0 and the initial state when none.
+
+    Seeds save one after another, so a program stopped while saving may have some seeds one checkpoint ahead (or,
+    during its first save, some seeds with none): those newer checkpoints are dropped once all seeds restored.
+    """
+    saved = [set(run.checkpoints.all_steps()) | {0} for run in runs]
+    step = max(set.intersection(*saved))
+    if step == 0:
+        for run in runs:
+            run.checkpoints.delete_after(0)
+        return 0, agents, rngs
+    states = []
+    for index, run in enumerate(runs):
+        template = jax.tree_util.tree_map(jax.numpy.asarray, {"agent": seed_slice(agents, index),
+                                                              "data_rng": rngs[index]})
+        states.append(run.restore(step, template))
+        if run.meta["num_devices"] != layout.data_width:
+            # Each device draws its own slice of a seed's minibatch, so the width is part of the run's identity.
+            raise ValueError(
+                f"{run.directory} was trained with its batch split over {run.meta['num_devices']} device(s), this "
+                f"layout splits it over {layout.data_width}; resume with --config.num_devices="
+                f"{run.meta['num_devices']} (and --config.parallel=data), or start a new --workdir"
+            )
+    for run in runs:
+        run.checkpoints.delete_after(step)
+    print(f"[{label}] resumed from the checkpoint at step {step} in {runs[0].checkpoints.directory}", flush=True)
+    return step, stack_seeds([s["agent"] for s in states]), stack_seeds([s["data_rng"] for s in states])
+
+
+def _raise_if_nonfinite(metrics: dict[str, np.ndarray], first_step: int, run: SeedRun, label: str):
+    bad = first_nonfinite(metrics)
     if bad is None:
         return
     index, key = bad
-    saved = meta.get("last_saved")
-    kept = f"the last good checkpoint is step {saved} in {where}" if saved else "no checkpoint was saved before it"
+    saved = run.meta.get("last_saved")
+    kept = (f"the last good checkpoint is step {saved} in {run.checkpoints.directory}" if saved
+            else "no checkpoint was saved before it")
     raise TrainingDiverged(
-        f"{key} became {metrics[key][index]} at step {first_step + index} (run {label}); {kept}. "
+        f"{key} became {metrics[key][index]} at step {first_step + index} (run {label}, seed {run.seed}); {kept}. "
         "Lower --config.lr or --config.grad_norm, or check the data's scale."
     )
 
 
-def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] | None) -> dict:
-    """Train config.algo on `dataset`, resuming from the latest checkpoint in `workdir`; returns the summary."""
+def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] | None) -> list[dict]:
+    """Train config.algo on `dataset` for seeds seed .. seed + num_seeds - 1, resuming from the latest checkpoints
+    in `workdir`; returns the seeds' summaries."""
     workdir = Path(workdir)
-    mesh = make_mesh(int(config.num_devices))
-    check_loop_config(config, mesh.size)
-    local_batch = int(config.batch_size) // mesh.size
-    total_steps = int(config.steps)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    label = f"{config.algo}:{dataset.name}"
-
-    data = jax.device_put(training_arrays(dataset, config.reward_tune), replicated)
-    agent_key, data_key = jax.random.split(jax.random.PRNGKey(int(config.seed)))
-    observation_stats = (dataset.observations.mean(axis=0), dataset.observations.std(axis=0))
-    agent = create_agent(
-        config.algo, agent_key, dataset.observation_dim, dataset.action_dim, dataset.max_action, config, AXIS,
-        observation_stats,
-    )
-    state = jax.device_put({"agent": agent, "data_rng": data_key}, replicated)
-
-    checkpoints = Checkpoints(workdir)
-    tensorboard = None
+    check_loop_config(config)
+    layout = layout_for(config)
+    seeds = [int(config.seed) + index for index in range(layout.num_seeds)]
+    label = f"{config.algo}:{dataset.name}" + (f" x{len(seeds)} seeds" if len(seeds) > 1 else "")
+    dirs = prepare_program(workdir, config)
+    runs = [SeedRun(directory, seed, config, layout.data_width) for directory, seed in zip(dirs, seeds)]
     try:
-        step = checkpoints.latest_step() or 0
-        # bc_loss_sum/count: the BC loss since the last evaluation, which offline model selection ranks.
-        meta = {"evaluations": [], "last_saved": None, "num_devices": mesh.size, "bc_loss_sum": 0.0,
-                "bc_loss_count": 0}
-        if step:
-            state, meta = checkpoints.restore(step, state)
-            if meta["num_devices"] != mesh.size:
-                # Each device draws its own minibatch stream, so the device count is part of the run's identity.
-                raise ValueError(
-                    f"{workdir} was trained on {meta['num_devices']} device(s), this machine offers {mesh.size}; "
-                    f"resume with --config.num_devices={meta['num_devices']} or start a new --workdir"
-                )
-            print(f"[{label}] resumed from the checkpoint at step {step} in {checkpoints.directory}", flush=True)
-        agent, data_rng = state["agent"], state["data_rng"]
-
+        for run in runs:
+            if run.writer:
+                run_info = {**dataset.summary(), "max_action": np.asarray(dataset.max_action).tolist(),
+                            "env_kwargs": env[1] if env else {}, "eval_env_id": env[0] if env else None}
+                (run.directory / "dataset.json").write_text(json.dumps(run_info, indent=2) + "\n")
+        agents, rngs = initial_state(config, dataset, layout)
+        step, agents, rngs = _resume(runs, agents, rngs, layout, label)
         evaluator = None
         if env is not None and int(config.eval_episodes) > 0:
-            evaluator = Evaluator(env[0], env[1], int(config.eval_episodes), int(config.seed), dataset)
-
-        compiled: dict[int, object] = {}
-        metrics_csv = None
-        tensorboard = logs.TensorBoard(workdir / "tensorboard") if config.get("tensorboard") else None
-        progress = logs.Progress(total_steps, label)
-        if meta["evaluations"]:
-            last = meta["evaluations"][-1]
-            progress.last_eval = f" | eval@{last['step']}: {_describe(last)}"
-        train_start = time.monotonic()
-        while step < total_steps:
-            end = _next_boundary(step, config)
-            length = end - step
-            if length not in compiled:
-                start = time.monotonic()
-                compiled[length] = build_train_chunk(mesh, local_batch, length).lower(agent, data, data_rng).compile()
-                print(f"[{label}] compiled {length} updates per dispatch in {time.monotonic() - start:.1f}s",
-                      flush=True)
-            start = time.monotonic()
-            agent, data_rng, metrics = compiled[length](agent, data, data_rng)
-            metrics = {key: np.asarray(value) for key, value in jax.device_get(metrics).items()}
-            seconds = time.monotonic() - start
-            _raise_if_nonfinite(metrics, step + 1, meta, checkpoints.directory, label)
-
-            means = {key: float(np.mean(value)) for key, value in metrics.items()}
-            if "bc_loss" in metrics:
-                meta["bc_loss_sum"] += float(np.sum(metrics["bc_loss"], dtype=np.float64))
-                meta["bc_loss_count"] += length
-            if metrics_csv is None:
-                metrics_csv = logs.MetricsCSV(workdir / "metrics.csv", list(means), resume_step=step)
-            step = end
-            rate = progress.update(step, length, seconds, means)
-            row = {"step": step, "wall_time_s": round(time.monotonic() - train_start, 3), "steps_per_s": rate,
-                   **means}
-
-            if evaluator is not None and (step % int(config.eval_every) == 0 or step == total_steps):
-                result = _evaluate(evaluator, agent, step, meta)
-                row.update({f"eval_{k}": v for k, v in result.items() if k not in ("step", "bc_loss")})
-                progress.evaluated(step, _describe(result))
-            metrics_csv.append(row)
-            if tensorboard is not None:
-                tensorboard.scalars(step, {("eval/" + k[5:] if k.startswith("eval_") else f"train/{k}"): v
-                                           for k, v in row.items() if k not in ("step", "wall_time_s")})
-
-            if step % int(config.save_every) == 0 or step == total_steps:
-                meta["last_saved"] = step
-                checkpoints.save(step, {"agent": agent, "data_rng": data_rng}, meta)
+            evaluator = Evaluator(env[0], env[1], int(config.eval_episodes), seeds, dataset)
+        data = put(training_arrays(dataset, config.reward_tune), layout.replicated)
+        state = (put(agents, layout.seed_sharding), put(rngs, layout.seed_sharding))
+        with StopSignal() as stop:
+            _loop(config, layout, runs, state, data, step, evaluator, stop, label)
     finally:
-        checkpoints.close()
-        if tensorboard is not None:
-            tensorboard.close()
-    return finish(config, dataset, workdir, meta["evaluations"], label)
+        for run in runs:
+            run.close()
+    return [finish(config, dataset, run.directory, run.meta["evaluations"], label_of(config, dataset, run.seed,
+                                                                                     len(seeds)))
+            for run in runs]
 
 
-def _evaluate(evaluator: Evaluator, agent, step: int, meta: dict) -> dict:
-    """Evaluate, attach the mean BC loss since the previous evaluation, and record the result in `meta`."""
-    result = evaluator(agent, step)
-    if meta["bc_loss_count"]:
-        result["bc_loss"] = meta["bc_loss_sum"] / meta["bc_loss_count"]
-    meta["bc_loss_sum"], meta["bc_loss_count"] = 0.0, 0
-    meta["evaluations"].append(result)
-    return result
+def label_of(config, dataset: Dataset, seed: int, num_seeds: int) -> str:
+    return f"{config.algo}:{dataset.name}" + (f" seed {seed}" if num_seeds > 1 else "")
+
+
+def _loop(config, layout: Layout, runs: list[SeedRun], state, data, step: int, evaluator, stop: StopSignal,
+          label: str) -> None:
+    agents, rngs = state
+    total_steps, resume_step = int(config.steps), step
+    compiled: dict[int, object] = {}
+    # In a multi-host run process 0 speaks for all.
+    stream = sys.stdout if jax.process_index() == 0 else open(os.devnull, "w")  # noqa: SIM115
+    progress = logs.Progress(total_steps, label, stream=stream, seeds=layout.num_seeds)
+    if runs[0].meta["evaluations"]:
+        progress.last_eval = f" | eval@{runs[0].meta['evaluations'][-1]['step']}: " + _describe_seeds(
+            [run.meta["evaluations"][-1] for run in runs])
+    train_start = time.monotonic()
+    while step < total_steps:
+        _stop_if_requested(stop, runs, step, agents, rngs, label)
+        end = next_boundary(step, config)
+        length = end - step
+        if length not in compiled:
+            start = time.monotonic()
+            compiled[length] = build_train_chunk(layout, length).lower(agents, data, rngs).compile()
+            print(f"[{label}] compiled {length} updates per dispatch in {time.monotonic() - start:.1f}s", file=stream,
+                  flush=True)
+            _stop_if_requested(stop, runs, step, agents, rngs, label)
+        start = time.monotonic()
+        agents, rngs, metrics = compiled[length](agents, data, rngs)
+        metrics = {key: np.asarray(value) for key, value in to_host(metrics).items()}  # each [length, S]
+        seconds = time.monotonic() - start
+        for index, run in enumerate(runs):
+            _raise_if_nonfinite({k: v[:, index] for k, v in metrics.items()}, step + 1, run, label)
+            _account_bc_loss(run, metrics, index, length)
+        step = end
+        rate = progress.update(step, length, seconds, {k: float(np.mean(v)) for k, v in metrics.items()})
+        results = None
+        if evaluator is not None and (step % int(config.eval_every) == 0 or step == total_steps):
+            results = _evaluate(evaluator, agents, step, runs)
+            progress.evaluated(step, _describe_seeds(results))
+        for index, run in enumerate(runs):
+            row = {"step": step, "wall_time_s": round(time.monotonic() - train_start, 3), "steps_per_s": rate,
+                   **{key: float(np.mean(value[:, index])) for key, value in metrics.items()}}
+            if results is not None:
+                row.update({f"eval_{k}": v for k, v in results[index].items() if k not in ("step", "bc_loss")})
+            run.record(row, resume_step)
+        if step % int(config.save_every) == 0 or step == total_steps:
+            _save(runs, step, agents, rngs)
+    if stream is not sys.stdout:
+        stream.close()
+
+
+def _stop_if_requested(stop: StopSignal, runs: list[SeedRun], step: int, agents, rngs, label: str) -> None:
+    """After SIGTERM: make sure a checkpoint of `step` exists, say so, and stop."""
+    if not stop.requested():
+        return
+    if step and runs[0].meta["last_saved"] != step:
+        _save(runs, step, agents, rngs)
+    where = runs[0].directory if len(runs) == 1 else runs[0].directory.parent
+    print(f"[{label}] SIGTERM: stopped at step {step} with a checkpoint in {where}; run the same command to resume",
+          flush=True)
+    raise Preempted(f"preempted by SIGTERM at step {step}; the same command resumes")
+
+
+def _account_bc_loss(run: SeedRun, metrics: dict[str, np.ndarray], index: int, length: int) -> None:
+    if "bc_loss" in metrics:
+        run.meta["bc_loss_sum"] += float(np.sum(metrics["bc_loss"][:, index], dtype=np.float64))
+        run.meta["bc_loss_count"] += length
+
+
+def _save(runs: list[SeedRun], step: int, agents, rngs) -> None:
+    host = to_host({"agent": agents, "data_rng": rngs})
+    for index, run in enumerate(runs):
+        run.save(step, seed_slice(host, index))
+
+
+def _evaluate(evaluator: Evaluator, agents, step: int, runs: list[SeedRun]) -> list[dict]:
+    """Evaluate every seed, attach its mean BC loss since its previous evaluation, record it in its meta."""
+    if jax.process_count() > 1:  # every process evaluates on its own first device, from one copy per evaluation
+        agents = jax.device_put(to_host(agents), jax.local_devices()[0])
+    results = evaluator(agents, step)
+    for run, result in zip(runs, results):
+        meta = run.meta
+        # The BC loss since the previous evaluation: what offline model selection ranks.
+        if meta["bc_loss_count"]:
+            result["bc_loss"] = meta["bc_loss_sum"] / meta["bc_loss_count"]
+        meta["bc_loss_sum"], meta["bc_loss_count"] = 0.0, 0
+        meta["evaluations"].append(result)
+    return results
 
 
 def _describe(result: dict) -> str:
@@ -273,11 +361,24 @@ def _describe(result: dict) -> str:
     return text
 
 
+def _describe_seeds(results: list[dict]) -> str:
+    """One seed: its return (and score) ± the std over episodes; several: the mean over seeds ± the std of the
+    seeds' means."""
+    if len(results) == 1:
+        return _describe(results[0])
+    key = "score_mean" if results[0].get("score_mean") is not None else "return_mean"
+    values = np.array([r[key] for r in results])
+    name = "normalized score" if key == "score_mean" else "return"
+    return f"{name} {values.mean():.1f} ± {values.std():.1f} over {len(values)} seeds"
+
+
 def finish(config, dataset: Dataset, workdir: Path, evaluations: list[dict], label: str) -> dict:
     """Write summary.json and the learning curve; print the final score beside the data's own average."""
     data_summary = dataset.summary()
     summary = {"run": label, "steps": int(config.steps), "dataset": data_summary}
     summary.update(select_models(evaluations, int(config.top_k)))
+    if jax.process_index() != 0:
+        return summary
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if (workdir / "metrics.csv").exists():
         reference = data_summary["average_normalized_score"]
@@ -300,11 +401,3 @@ def finish(config, dataset: Dataset, workdir: Path, evaluations: list[dict], lab
         lines.append("no evaluation ran (no environment, or --eval_episodes=0)")
     print("\n".join(lines), flush=True)
     return summary
-
-
-def checkpoint_template(config, observation_dim: int, action_dim: int, max_action):
-    """An agent of the right structure to restore a checkpoint into (single device, no named axis)."""
-    agent = create_agent(config.algo, jax.random.PRNGKey(0), observation_dim, action_dim, max_action, config)
-    return {"agent": agent, "data_rng": jax.random.PRNGKey(0)}
-
-

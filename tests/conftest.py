@@ -13,7 +13,7 @@ from tests.helpers import write_d4rl_file  # noqa: E402
 
 def tiny_config(**overrides):
     """The real DQL config with tiny networks and a short schedule."""
-    from experiments.configs.dql import get_config
+    from dql.configs.dql import get_config
 
     config = get_config()
     config.update(
@@ -29,8 +29,8 @@ def tiny_config(**overrides):
             ema_start=5,
         )
     )
-    config.update(overrides)
     config.seed = 0
+    config.update(overrides)
     return config
 
 

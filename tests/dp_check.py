@@ -12,13 +12,16 @@ from jax.sharding import PartitionSpec as P
 
 from dql.agents import create_agent
 from dql.data import d4rl
-from dql.trainer import AXIS, build_train_chunk, make_mesh, train
+from dql import run_folder
+from dql.parallel import DATA_AXIS as AXIS
+from dql.parallel import build_train_chunk, make_layout, seed_slice
+from dql.trainer import initial_state, train
 from tests.conftest import tiny_config
 from tests.helpers import write_d4rl_file
 
 
 def _baseline_config(algo):
-    config = importlib.import_module(f"experiments.configs.{algo}").get_config()
+    config = importlib.import_module(f"dql.configs.{algo}").get_config()
     config.update(dict(hidden_dims=(16, 16), steps=100))
     if algo == "cql":
         config.update(dict(lagrange=True, num_samples=3))
@@ -52,6 +55,42 @@ def _compare_updates(algo, config, data, mesh, obs_dim, act_dim):
     return {"metric_gap": metric_gap, "param_gap": param_gap, "param_scale": scale}
 
 
+def _chunk_result(config, dataset, num_devices, num_seeds, parallel, seed_index):
+    """Seed `seed_index`'s agent and metrics after 5 steps of the trainer's compiled chunk under a layout."""
+    layout = make_layout(num_devices, num_seeds, parallel, int(config.batch_size))
+    agents, rngs = initial_state(config, dataset, layout)
+    data = jax.tree_util.tree_map(jnp.asarray, dataset.arrays())
+    agents, rngs, metrics = build_train_chunk(layout, 5)(agents, data, rngs)
+    metrics = {key: np.asarray(value)[:, seed_index] for key, value in metrics.items()}
+    return seed_slice(jax.device_get(agents), seed_index), metrics
+
+
+def _gap(a, b):
+    return max(float(np.max(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32))))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def _compare_layouts(data):
+    """Seeds and devices compose: a seed trained among others, with the batch split over 4 devices or with the
+    seeds split over them, equals that seed alone with the same data width."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_d4rl_file(Path(folder) / "tiny.hdf5", obs_dim=3, act_dim=1)
+        dataset = d4rl.read_hdf5(f"{folder}/tiny.hdf5")
+    config = tiny_config(batch_size=16, seed=5)
+    # seed 6 = second seed of a program starting at 5
+    among_data, m1 = _chunk_result(config, dataset, 4, 2, "data", 1)
+    config_alone = tiny_config(batch_size=16, seed=6)
+    alone_data, m2 = _chunk_result(config_alone, dataset, 4, 1, "data", 0)
+    # 4 seeds split over 4 devices: seed 7 (index 2) trains on its whole batch, as alone on one device
+    among_split, m3 = _chunk_result(tiny_config(batch_size=16, seed=5), dataset, 4, 4, "seeds", 2)
+    alone_one, m4 = _chunk_result(tiny_config(batch_size=16, seed=7), dataset, 1, 1, "data", 0)
+    return {
+        "data_param_gap": _gap(among_data, alone_data), "data_metric_gap": _gap(m1, m2),
+        "seeds_param_gap": _gap(among_split, alone_one), "seeds_metric_gap": _gap(m3, m4),
+        "seeds_vs_data_gap": _gap(among_split, alone_data), "step": int(among_split.step),
+    }
+
+
 def main():
     assert jax.device_count() == 4, jax.devices()
     config = tiny_config(ema_start=0, ema_every=1, max_q_backup=True, num_q_backup_samples=3, grad_norm=1.0)
@@ -64,18 +103,12 @@ def main():
         "next_observations": rng.normal(size=(batch, obs_dim)).astype(np.float32),
         "dones": (rng.random(batch) < 0.3).astype(np.float32),
     }
-    mesh = make_mesh(4)
+    mesh = make_layout(4).mesh
     report = {}
     for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql"):
         algo_config = config if algo == "dql" else _baseline_config(algo)
         report[algo] = _compare_updates(algo, algo_config, data, mesh, obs_dim, act_dim)
-    parallel = create_agent("dql", jax.random.PRNGKey(3), obs_dim, act_dim, [1.0, 1.0], config, axis_name=AXIS)
-
-    # The trainer's own compiled loop on 4 devices: each device samples its quarter of the batch.
-    chunk = build_train_chunk(mesh, local_batch=8, length=5)
-    agent, data_rng, metrics = chunk(parallel, jax.tree_util.tree_map(jnp.asarray, data), jax.random.PRNGKey(1))
-    report["chunk_finite"] = bool(all(np.isfinite(np.asarray(v)).all() for v in metrics.values()))
-    report["chunk_step"] = int(agent.step)
+    report["layouts"] = _compare_layouts(data)
 
     # A run trained on 4 devices refuses to resume on 2: each device draws its own minibatch stream.
     with tempfile.TemporaryDirectory() as folder:
@@ -84,7 +117,11 @@ def main():
         dataset = d4rl.read_hdf5(path)
         run_config = tiny_config(steps=10, save_every=10, eval_every=10, batch_size=16)
         train(run_config, dataset, f"{folder}/run", None)
+        # As when --config.num_devices=0 (all devices) resumes on a machine with fewer devices: same config.
         run_config.steps, run_config.num_devices = 20, 2
+        saved = json.loads(Path(f"{folder}/run/config.json").read_text())
+        saved.update(steps=20, num_devices=2)
+        Path(f"{folder}/run/config.json").write_text(json.dumps(saved))
         try:
             train(run_config, dataset, f"{folder}/run", None)
             report["device_change"] = "accepted"

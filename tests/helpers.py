@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import h5py
@@ -42,3 +43,24 @@ def write_d4rl_file(path: Path, episodes=((5, False), (4, True), (3, False)), ob
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
     return arrays
+
+
+@functools.lru_cache(maxsize=None)
+def _chunk(batch_size: int, length: int):
+    from dql.parallel import build_train_chunk, make_layout
+
+    return build_train_chunk(make_layout(num_devices=1, num_seeds=1, parallel="data", batch_size=batch_size), length)
+
+
+def run_chunk(agent, data: dict, rng, batch_size: int, length: int):
+    """`length` updates of one agent through the trainer's compiled chunk (a program of one seed on one device);
+    returns (agent, rng, metrics of shape [length])."""
+    import jax
+    import jax.numpy as jnp
+
+    chunk = _chunk(batch_size, length)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], agent)
+    data = jax.tree_util.tree_map(jnp.asarray, data)
+    agents, rngs, metrics = chunk(stacked, data, jnp.asarray(rng)[None])
+    first = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)  # noqa: E731
+    return first(agents), rngs[0], {key: value[:, 0] for key, value in metrics.items()}

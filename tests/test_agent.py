@@ -97,7 +97,7 @@ def test_bad_hyperparameters_are_named(override, message):
 def test_baseline_hyperparameters_are_checked(algo, override, message):
     import importlib
 
-    config = importlib.import_module(f"experiments.configs.{algo}").get_config()
+    config = importlib.import_module(f"dql.configs.{algo}").get_config()
     config.update(override)
     with pytest.raises(ValueError, match=message):
         hyperparams(algo, config, [1.0])

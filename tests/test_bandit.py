@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dql.agents import create_agent
-from dql.trainer import build_train_chunk, make_mesh
 from tests.conftest import tiny_config
+from tests.helpers import run_chunk
 
 MODES = np.array([[0.7, 0.7], [-0.7, 0.7], [-0.7, -0.7], [0.7, -0.7]], np.float32)
 MODE_REWARDS = np.array([1.0, 0.6, 0.2, 0.6], np.float32)
@@ -47,8 +47,8 @@ def train_on_bandit(data, eta, steps, seed=0):
     config = tiny_config(hidden_dims=(64, 64), eta=eta, lr=1e-3, critic_lr=1e-3, lr_decay=False, grad_norm=0.0,
                          steps=steps, ema_start=0, **DIFFUSION)
     agent = create_agent("dql", jax.random.PRNGKey(seed), 1, 2, [1.0, 1.0], config, axis_name="data")
-    chunk = build_train_chunk(make_mesh(1), local_batch=128, length=steps)
-    agent, _, metrics = chunk(agent, jax.tree_util.tree_map(jax.numpy.asarray, data), jax.random.PRNGKey(seed + 1))
+    chunk = lambda agent, data, rng: run_chunk(agent, data, rng, 128, steps)  # noqa: E731
+    agent, _, metrics = chunk(agent, data, jax.random.PRNGKey(seed + 1))
     samples = np.asarray(agent.sample_actor(np.zeros((2000, 1), np.float32), jax.random.PRNGKey(7)))
     return agent, samples, metrics
 

@@ -10,12 +10,13 @@ import pytest
 import dql
 from dql.checkpoint import Checkpoints
 from dql.data import d4rl
-from dql.trainer import checkpoint_template, train
+from dql.policy import checkpoint_template
+from dql.trainer import train
 from tests.test_cli import run_cli
 
 
 def tiny(algo, **overrides):
-    config = importlib.import_module(f"experiments.configs.{algo}").get_config()
+    config = importlib.import_module(f"dql.configs.{algo}").get_config()
     config.update(dict(hidden_dims=(16, 16), steps=20, batch_size=16, steps_per_dispatch=10, eval_every=10,
                        save_every=10, eval_episodes=2, seed=0))
     config.update(overrides)
@@ -28,10 +29,10 @@ def tiny(algo, **overrides):
 def test_baseline_trains_evaluates_and_restores(tmp_path, pendulum_file, algo, overrides):
     dataset = d4rl.read_hdf5(pendulum_file)
     config = tiny(algo, **overrides)
-    summary = train(config, dataset, tmp_path, ("Pendulum-v1", {}))
+    (summary,) = train(config, dataset, tmp_path / "run", ("Pendulum-v1", {}))
     assert summary["final"]["step"] == 20 and np.isfinite(summary["final"]["score_mean"])
     template = checkpoint_template(config, 3, 1, dataset.max_action)
-    state, meta = Checkpoints(tmp_path, read_only=True).restore(20, template)
+    state, meta = Checkpoints(tmp_path / "run", read_only=True).restore(20, template)
     assert [e["step"] for e in meta["evaluations"]] == [10, 20]
     observations = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     actions = np.asarray(state["agent"].sample_actions(observations, jax.random.PRNGKey(0)))

@@ -20,8 +20,10 @@ def run_module(module, *args):
 
 def test_train_step_benchmark_reports_throughput_and_flops():
     report = run_module("benchmarks.train_step", *TINY, "--batch_size=8", "--steps_per_dispatch=5", "--repeats=2",
-                        "--num_rows=50")
+                        "--num_rows=50", "--num_seeds=3")
     assert report["steps_per_s"] > 0 and report["compile_s"] > 0 and report["metrics_finite"]
+    assert report["num_seeds"] == 3
+    assert abs(report["seed_steps_per_s"] - 3 * report["steps_per_s"]) <= 0.02
     assert len(report["steps_per_s_each_repeat"]) == 2
     # One update of these sizes does at least the matrix products of a forward pass of each network.
     assert report["flops_per_step"] > 2 * 8 * 16 * 5

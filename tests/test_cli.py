@@ -74,7 +74,7 @@ def test_cli_trains_evaluates_saves_and_resumes(tmp_path, pendulum_file):
     "args, message",
     [
         (["--dataset=hopper-mediocre-v2"], "--dataset='hopper-mediocre-v2' is neither"),
-        (["--algo=dqn"], "--algo='dqn': no config module experiments/configs/dqn.py"),
+        (["--algo=dqn"], "--algo='dqn' is not a known algorithm"),
         (["--env=Hopper-v5"], "has 3-dim observations but env Hopper-v5 has shape (11,)"),
         (["--env=NoSuchEnv-v0"], "--env: cannot make Gymnasium environment 'NoSuchEnv-v0'"),
         (["--batch_size=0"], "--batch_size (config.batch_size) must be positive, got 0"),

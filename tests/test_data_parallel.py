@@ -1,4 +1,5 @@
-"""One data-parallel update over 4 (forced host) devices equals the single-device update on the whole batch."""
+"""On 4 (forced host) devices: a data-parallel update equals the single-device update on the whole batch, and
+seeds compose with devices (vmapped with the batch split, or split over the devices)."""
 
 import json
 import os
@@ -20,5 +21,9 @@ def test_data_parallel_update_equals_single_device_update():
         gaps = report[algo]
         assert gaps["metric_gap"] <= 1e-4, (algo, gaps)
         assert gaps["param_gap"] < 1e-5 * max(1.0, gaps["param_scale"]), (algo, gaps)
-    assert report["chunk_finite"] and report["chunk_step"] == 5
-    assert "was trained on 4 device(s), this machine offers 2" in report["device_change"]
+    layouts = report["layouts"]
+    assert layouts["step"] == 5
+    for name in ("data_param_gap", "data_metric_gap", "seeds_param_gap", "seeds_metric_gap"):
+        assert layouts[name] < 1e-5, (name, layouts)
+    assert layouts["seeds_vs_data_gap"] > 1e-3, layouts  # different seeds do differ
+    assert "was trained on 4 device(s) per batch, this layout gives 2" in report["device_change"]

@@ -6,13 +6,13 @@ import json
 import jax
 import numpy as np
 import pytest
-from experiments.configs.sac import get_config
+from dql.configs.sac import get_config
 
 from dql.agents import create_agent
 from dql.data.behaviour import BehaviourPolicy
 from dql.online import ReplayBuffer
-from dql.trainer import build_train_chunk, make_mesh
 from tests.test_cli import run_cli
+from tests.helpers import run_chunk
 
 TARGET = np.array([0.5, -0.3], np.float32)
 
@@ -32,8 +32,8 @@ def test_sac_moves_its_mode_to_the_best_action_and_keeps_entropy_near_target():
     config = get_config()
     config.update(dict(hidden_dims=(64, 64), steps=2000, lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3))
     agent = create_agent("sac", jax.random.PRNGKey(0), 1, 2, [1.0, 1.0], config, "data")
-    chunk = build_train_chunk(make_mesh(1), local_batch=128, length=2000)
-    agent, _, metrics = chunk(agent, jax.tree_util.tree_map(jax.numpy.asarray, data), jax.random.PRNGKey(1))
+    chunk = lambda agent, data, rng: run_chunk(agent, data, rng, 128, 2000)  # noqa: E731
+    agent, _, metrics = chunk(agent, data, jax.random.PRNGKey(1))
     mode = np.asarray(agent.sample_actions(np.zeros((1, 1), np.float32), None))[0]
     np.testing.assert_allclose(mode, TARGET, atol=0.1)
     # The temperature is tuned: while the entropy is above its target (-action_dim = -2) alpha falls (a sign error
@@ -60,15 +60,15 @@ def test_sac_backup_includes_the_entropy_bonus_and_bootstraps_unless_terminal():
     config.update(dict(hidden_dims=(32, 32), steps=3000, lr=1e-3, critic_lr=1e-3, alpha_lr=1e-12, discount=gamma,
                        tau=0.05))
     agent = create_agent("sac", jax.random.PRNGKey(0), 1, 2, [1.0, 1.0], config, "data")
-    chunk = build_train_chunk(make_mesh(1), local_batch=256, length=3000)
-    _, _, metrics = chunk(agent, jax.tree_util.tree_map(jax.numpy.asarray, data), jax.random.PRNGKey(1))
+    chunk = lambda agent, data, rng: run_chunk(agent, data, rng, 256, 3000)  # noqa: E731
+    _, _, metrics = chunk(agent, data, jax.random.PRNGKey(1))
     entropy, q = np.asarray(metrics["entropy"])[-300:].mean(), np.asarray(metrics["q_mean"])[-300:].mean()
     assert entropy > 0.5  # with Q flat in the action, the policy spreads out
     assert q == pytest.approx(gamma / (1 - gamma) * entropy, abs=0.15)
     # Terminal transitions do not bootstrap: with dones = 1 the same data gives Q = 0.
     data["dones"] = np.ones(n, np.float32)
     agent = create_agent("sac", jax.random.PRNGKey(0), 1, 2, [1.0, 1.0], config, "data")  # the chunk donated it
-    _, _, metrics = chunk(agent, jax.tree_util.tree_map(jax.numpy.asarray, data), jax.random.PRNGKey(1))
+    _, _, metrics = chunk(agent, data, jax.random.PRNGKey(1))
     assert abs(np.asarray(metrics["q_mean"])[-300:].mean()) < 0.05
 
 
@@ -86,7 +86,7 @@ def test_replay_buffer_bootstraps_through_timeouts_but_not_terminations():
 
 def test_online_sac_from_the_command_line(tmp_path):
     workdir = tmp_path / "sac"
-    result = run_cli("--algo=sac", "--config=experiments/configs/sac.py", "--env=Pendulum-v1", "--steps=200",
+    result = run_cli("--algo=sac", "--config=dql/configs/sac.py", "--env=Pendulum-v1", "--steps=200",
                      "--eval_every=100", "--eval_episodes=1", "--batch_size=32", "--config.start_steps=100",
                      "--config.update_after=100", "--config.hidden_dims=16,16", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-3000:]

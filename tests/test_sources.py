@@ -11,7 +11,7 @@ import pytest
 
 from dql.data import DatasetError, d4rl, gym_datasets, load_dataset
 from dql.data.behaviour import load_actor, save_actor
-from dql.data.policy_training import pick_policies
+from dql.policy_training import pick_policies, replay_until_medium
 from tests.helpers import write_d4rl_file
 
 
@@ -117,7 +117,7 @@ def _check_d4rl_layout(path, transitions, env_id):
 @pytest.fixture
 def tiny_policies(tmp_path, monkeypatch):
     """Hopper-v5 medium/expert files from a tiny real SAC run (two snapshots), in a temporary policy folder."""
-    from experiments.configs.sac import get_config
+    from dql.configs.sac import get_config
 
     from dql.online import train_online
 
@@ -159,7 +159,10 @@ def test_generated_tiers_have_d4rl_layout_and_are_reproducible(tiny_policies, tm
 
 
 def test_medium_replay_reruns_the_seeded_sac_up_to_the_medium_policy(tiny_policies):
-    dataset = load_dataset("gym:Hopper-v5/medium-replay")
+    # The data layer does not run SAC itself; it says who does, and takes the re-run from above.
+    with pytest.raises(DatasetError, match="python -m dql.collect --dataset=gym:Hopper-v5/medium-replay"):
+        load_dataset("gym:Hopper-v5/medium-replay")
+    dataset = load_dataset("gym:Hopper-v5/medium-replay", replay=replay_until_medium)
     path = gym_datasets.dataset_path("Hopper-v5", "medium-replay", 0, 0)
     arrays, attrs = _check_d4rl_layout(path, 100, "Hopper-v5")
     assert attrs["replay_max_param_difference_to_shipped_medium"] == 0.0  # the same run, bit for bit
@@ -288,9 +291,9 @@ def test_a_truncated_cached_file_is_an_error_that_says_how_to_recover(tmp_path, 
 
 
 def test_generated_datasets_take_their_d4rl_namesakes_rows():
-    from experiments.configs import dql as dql_config
-    from experiments.configs import iql as iql_config
-    from experiments.configs.common import dataset_row
+    from dql.configs import dql as dql_config
+    from dql.configs import iql as iql_config
+    from dql.configs.common import dataset_row
 
     assert dataset_row(dql_config.DATASET_OVERRIDES, "gym:Hopper-v5/medium-replay")["grad_norm"] == 4.0
     assert dataset_row(iql_config.DATASET_OVERRIDES, "gym:Walker2d-v5/medium/5000")["reward_tune"] == "iql_locomotion"
@@ -303,7 +306,7 @@ def test_collect_command_writes_the_file_and_never_overwrites_one(tmp_path):
     import sys
 
     out = tmp_path / "random.hdf5"
-    command = [sys.executable, "-m", "dql.data.collect", "--dataset=gym:Hopper-v5/random", "--num_transitions=300",
+    command = [sys.executable, "-m", "dql.collect", "--dataset=gym:Hopper-v5/random", "--num_transitions=300",
                "--num_envs=3", f"--out={out}"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

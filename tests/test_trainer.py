@@ -7,7 +7,8 @@ import pytest
 from dql.checkpoint import Checkpoints
 from dql.data import d4rl
 from dql.logs import read_csv
-from dql.trainer import TrainingDiverged, checkpoint_template, select_models, train
+from dql.policy import checkpoint_template
+from dql.trainer import TrainingDiverged, select_models, train
 from tests.conftest import tiny_config
 
 ENV = ("Pendulum-v1", {})
@@ -38,7 +39,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, pendulum_file, monkeypatch
         train(config, dataset, tmp_path / "resumed", ENV)
     monkeypatch.setattr(Checkpoints, "save", original_save)
     assert Checkpoints(tmp_path / "resumed", read_only=True).latest_step() == 20
-    summary = train(config, dataset, tmp_path / "resumed", ENV)
+    (summary,) = train(config, dataset, tmp_path / "resumed", ENV)
 
     straight, resumed = read_csv(tmp_path / "straight/metrics.csv"), read_csv(tmp_path / "resumed/metrics.csv")
     assert [int(r["step"]) for r in resumed] == [10, 20, 30, 40]

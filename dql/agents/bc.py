@@ -21,10 +21,10 @@ from dql.nets import GaussianPolicy
 
 @dataclasses.dataclass(frozen=True)
 class BCHyperparams(common.Hyperparams):
-    lr: float = 3e-4
-    hidden_dims: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
-    grad_norm: float = 0.0
+    lr: float
+    hidden_dims: tuple[int, ...]
+    activation: str
+    grad_norm: float
 
     def __post_init__(self):
         super().__post_init__()

@@ -96,8 +96,9 @@ def apply_where(condition: jax.Array, new_tree, old_tree):
 class Hyperparams:
     """Base of the agents' hyperparameters: read from the resolved config, checked, hashable (static in jit).
 
-    Subclasses list their fields with defaults; `max_action`, `total_steps` and `axis_name` come from the data, the
-    loop and the trainer rather than from config keys of those names.
+    Subclasses list their fields without defaults: the algorithm's config (`dql/configs/<algo>.py`) is the one
+    source of every value. `max_action`, `total_steps` and `axis_name` come from the data, the loop and the trainer
+    rather than from config keys of those names.
     """
 
     max_action: tuple[float, ...]
@@ -107,7 +108,11 @@ class Hyperparams:
     @classmethod
     def from_config(cls, config, max_action, axis_name: str | None = None):
         names = {f.name for f in dataclasses.fields(cls)} - {"max_action", "total_steps", "axis_name"}
-        values = {name: config[name] for name in names if name in config}
+        missing = sorted(name for name in names if name not in config)
+        if missing:
+            raise ValueError(f"the config of --algo={config.get('algo')} lacks {', '.join(missing)} "
+                             f"(needed by {cls.__name__}); start from dql/configs/{config.get('algo')}.py")
+        values = {name: config[name] for name in names}
         if "hidden_dims" in values:
             values["hidden_dims"] = tuple(int(v) for v in values["hidden_dims"])
         return cls(

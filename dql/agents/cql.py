@@ -19,28 +19,22 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
-from dql.agents.sac import actor_and_temperature_step, sac_parts, scalar_state, tanh_policy
+from dql.agents.sac import SACHyperparams, actor_and_temperature_step, sac_parts, scalar_state, tanh_policy
 
 
 @dataclasses.dataclass(frozen=True)
-class CQLHyperparams(common.Hyperparams):
-    cql_weight: float = 5.0
-    num_samples: int = 10
-    cql_temperature: float = 1.0
-    lagrange: bool = False
-    target_action_gap: float = 5.0
-    lr: float = 1e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 1e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    hidden_dims: tuple[int, ...] = (256, 256, 256)
-    activation: str = "relu"
+class CQLHyperparams(SACHyperparams):
+    """SAC's hyperparameters (CQL runs on SAC's actor and temperature) and the conservative term's."""
+
+    cql_weight: float
+    num_samples: int
+    cql_temperature: float
+    lagrange: bool
+    target_action_gap: float
 
     def __post_init__(self):
         super().__post_init__()
-        self.require(at_least={"num_samples": 1, "cql_weight": 0},
-                     positive=("lr", "critic_lr", "alpha_lr", "cql_temperature"), unit_interval=("discount", "tau"))
+        self.require(at_least={"num_samples": 1, "cql_weight": 0}, positive=("cql_temperature",))
 
 
 def conservative_gap(q_data: jax.Array, q_ood: jax.Array, log_density: jax.Array, temperature: float) -> jax.Array:

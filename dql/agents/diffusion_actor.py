@@ -14,11 +14,11 @@ from dql.nets import NoisePredictor
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionActorHyperparams(common.Hyperparams):
-    diffusion_steps: int = 5
-    beta_schedule: str = "vp"
-    hidden_dims: tuple[int, ...] = (256, 256, 256)
-    time_dim: int = 16
-    activation: str = "mish"
+    diffusion_steps: int
+    beta_schedule: str
+    hidden_dims: tuple[int, ...]
+    time_dim: int
+    activation: str
 
     def __post_init__(self):
         super().__post_init__()

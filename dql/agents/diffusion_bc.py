@@ -19,8 +19,8 @@ from dql.agents import common, diffusion_actor
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionBCHyperparams(diffusion_actor.DiffusionActorHyperparams):
-    lr: float = 3e-4
-    grad_norm: float = 0.0
+    lr: float
+    grad_norm: float
 
     def __post_init__(self):
         super().__post_init__()

@@ -25,21 +25,21 @@ from dql.nets import CriticEnsemble
 
 @dataclasses.dataclass(frozen=True)
 class DQLHyperparams(diffusion_actor.DiffusionActorHyperparams):
-    lr: float = 3e-4
-    critic_lr: float = 3e-4
-    lr_decay: bool = True
-    steps_per_epoch: int = 1000
-    lr_decay_every: int = 50_000
-    grad_norm: float = 9.0
-    discount: float = 0.99
-    tau: float = 0.005
-    eta: float = 1.0
-    max_q_backup: bool = False
-    num_q_backup_samples: int = 10
-    ema_decay: float = 0.995
-    ema_start: int = 1000
-    ema_every: int = 5
-    num_action_candidates: int = 50
+    lr: float
+    critic_lr: float
+    lr_decay: bool
+    steps_per_epoch: int
+    lr_decay_every: int
+    grad_norm: float
+    discount: float
+    tau: float
+    eta: float
+    max_q_backup: bool
+    num_q_backup_samples: int
+    ema_decay: float
+    ema_start: int
+    ema_every: int
+    num_action_candidates: int
 
     def __post_init__(self):
         """Reject values the update cannot run with, naming the --config flag."""

@@ -24,16 +24,16 @@ from dql.nets import CriticEnsemble, GaussianPolicy, ValueNet
 
 @dataclasses.dataclass(frozen=True)
 class IQLHyperparams(common.Hyperparams):
-    expectile: float = 0.7
-    temperature: float = 3.0
-    max_weight: float = 100.0
-    lr: float = 3e-4
-    critic_lr: float = 3e-4
-    value_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    hidden_dims: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
+    expectile: float
+    temperature: float
+    max_weight: float
+    lr: float
+    critic_lr: float
+    value_lr: float
+    discount: float
+    tau: float
+    hidden_dims: tuple[int, ...]
+    activation: str
 
     def __post_init__(self):
         super().__post_init__()

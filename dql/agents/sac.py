@@ -23,13 +23,13 @@ from dql.nets import CriticEnsemble, GaussianPolicy
 
 @dataclasses.dataclass(frozen=True)
 class SACHyperparams(common.Hyperparams):
-    lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    hidden_dims: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
+    lr: float
+    critic_lr: float
+    alpha_lr: float
+    discount: float
+    tau: float
+    hidden_dims: tuple[int, ...]
+    activation: str
 
     def __post_init__(self):
         super().__post_init__()

@@ -23,16 +23,16 @@ from dql.nets import CriticEnsemble, DeterministicPolicy
 
 @dataclasses.dataclass(frozen=True)
 class TD3BCHyperparams(common.Hyperparams):
-    alpha: float = 2.5
-    lr: float = 3e-4
-    critic_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    policy_delay: int = 2
-    hidden_dims: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
+    alpha: float
+    lr: float
+    critic_lr: float
+    discount: float
+    tau: float
+    policy_noise: float
+    noise_clip: float
+    policy_delay: int
+    hidden_dims: tuple[int, ...]
+    activation: str
 
     def __post_init__(self):
         super().__post_init__()

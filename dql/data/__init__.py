@@ -18,13 +18,16 @@ BUILTIN_DATASETS = {builtin.NAME: builtin.load}
 MINARI_PREFIX = "minari:"
 
 
-def load_dataset(spec: str) -> Dataset:
+def load_dataset(spec: str, replay: gym_datasets.ReplayFn | None = None) -> Dataset:
     """One `--dataset` for every source: a built-in name, gym:<EnvId>/<level> (generated on first use),
-    minari:<dataset_id>, a D4RL name (cached or downloaded) or a path to a D4RL-format file."""
+    minari:<dataset_id>, a D4RL name (cached or downloaded) or a path to a D4RL-format file.
+
+    `replay` re-runs SAC for a generated medium-replay tier (the training loop lives above this layer; the command
+    line passes `dql.policy_training.replay_until_medium`)."""
     if spec in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[spec]()
     if spec.startswith(gym_datasets.PREFIX):
-        return gym_datasets.load(spec)
+        return gym_datasets.load(spec, replay=replay)
     if spec.startswith(MINARI_PREFIX):
         from dql.data import minari_source
 

@@ -1,7 +1,7 @@
 """Generate the project's D4RL-style datasets, and train the behaviour policies behind them.
 
-  python -m dql.data.collect --dataset=gym:Hopper-v5/medium [--num_transitions=N] [--seed=0] [--out=FILE]
-  python -m dql.data.collect --train_policies --env=Hopper-v5 [--sac_steps=200000] [--from_run=DIR]
+  python -m dql.collect --dataset=gym:Hopper-v5/medium [--num_transitions=N] [--seed=0] [--out=FILE]
+  python -m dql.collect --train_policies --env=Hopper-v5 [--sac_steps=200000] [--from_run=DIR]
 
 The first writes the same file that `--dataset=gym:...` generates on first use (into the cache unless --out is
 given). The second trains SAC online (or takes a finished `--algo=sac` run folder), picks the expert (the best
@@ -20,7 +20,7 @@ from absl import app, flags
 
 from dql.data import gym_datasets
 from dql.data.dataset import DatasetError
-from dql.data.policy_training import train_policies
+from dql.policy_training import replay_until_medium, train_policies
 
 flags.DEFINE_string("dataset", None, "gym:<EnvId>/<level>, e.g. gym:Hopper-v5/medium.")
 flags.DEFINE_integer("num_transitions", None, "Rows to collect (default 1,000,000; not for medium-replay).")
@@ -62,7 +62,7 @@ def main(argv):
             where = "--out" if FLAGS.out else "the cache"
             raise DatasetError(f"{path} ({where}) already exists; remove it first or choose another --out")
         start = time.monotonic()
-        gym_datasets.generate(env_id, level, transitions, FLAGS.seed, path, FLAGS.num_envs)
+        gym_datasets.generate(env_id, level, transitions, FLAGS.seed, path, FLAGS.num_envs, replay=replay_until_medium)
     except DatasetError as error:
         sys.exit(f"error: {error}")
     from dql.data import d4rl

@@ -1,14 +1,14 @@
 """Soft Actor-Critic, online (Haarnoja et al. 2018; SpinningUp's loop): 2 x 256 networks, lr 3e-4, batch 256,
 automatic entropy tuning, 5,000 uniform-random steps first, 50 updates every 50 environment steps.
 
-It trains the behaviour policies of the project's own datasets (`python -m dql.data.collect --train_policies`).
+It trains the behaviour policies of the project's own datasets (`python -m dql.collect --train_policies`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import loop_config
+from dql.configs.common import loop_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -28,8 +28,13 @@ def loop_config(algo: str, steps: int, eval_every: int, eval_episodes: int = 10)
     config.save_every = eval_every
     config.reward_tune = "no"
     config.top_k = 1  # offline model selection: the evaluation whose BC-loss rank is top_k
-    config.num_devices = 0  # 0: all local devices
+    config.num_seeds = 1  # seeds seed .. seed + num_seeds - 1 trained in one compiled program
+    config.num_devices = 0  # 0: all devices (all processes' in a multi-host run)
+    config.parallel = "data"  # over devices: "data" splits each minibatch, "seeds" splits the seeds
     config.tensorboard = False  # also write TensorBoard event files (pip install 'dql[tensorboard]')
+    config.wandb = False  # also log to Weights & Biases (pip install 'dql[wandb]')
+    config.wandb_project = "dql"
+    config.wandb_mode = "online"  # "offline": no account needed, `wandb sync` later
     return config
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import PENDULUM_ROW, loop_config
+from dql.configs.common import PENDULUM_ROW, loop_config
 
 
 def get_config() -> ml_collections.ConfigDict:

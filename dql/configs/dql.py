@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import PENDULUM_ROW, STEPS_PER_EPOCH, loop_config
+from dql.configs.common import PENDULUM_ROW, STEPS_PER_EPOCH, loop_config
 
 
 def get_config() -> ml_collections.ConfigDict:
