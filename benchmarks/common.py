@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 
 import jax
 import numpy as np
 from absl import flags
+
+from dql.configs import get_config
 
 # The flags every benchmark shares: which agent, at what sizes, with which config overrides.
 flags.DEFINE_string("algo", "dql", "Algorithm.")
@@ -20,7 +21,7 @@ def config_for(algo: str, overrides: list[str]):
     """The algorithm's base config with KEY=VALUE overrides (values parsed as Python literals when they can be)."""
     import ast
 
-    config = importlib.import_module(f"experiments.configs.{algo}").get_config()
+    config = get_config(algo)
     for item in overrides:
         key, _, value = item.partition("=")
         try:
