@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import SingleDeviceSharding
 from ml_collections import ConfigDict
 
 from dql.agents import create_agent, select_actions
@@ -34,10 +35,17 @@ class Policy:
 
 
 def checkpoint_template(config, observation_dim: int, action_dim: int, max_action) -> dict:
-    """A run checkpoint's structure to restore into: one seed's agent (single device, no named axis) and its
-    minibatch key."""
-    agent = create_agent(config.algo, jax.random.PRNGKey(0), observation_dim, action_dim, max_action, config)
-    return {"agent": agent, "data_rng": jax.random.PRNGKey(0)}
+    """A run checkpoint's structure to restore into: one seed's agent (no named axis) and its minibatch key, as
+    shapes on the first local device. Only traced, never run: building the agent for real compiles every
+    initialiser, seconds that a restore does not need."""
+
+    def build():
+        agent = create_agent(config.algo, jax.random.PRNGKey(0), observation_dim, action_dim, max_action, config)
+        return {"agent": agent, "data_rng": jax.random.PRNGKey(0)}
+
+    device = SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                                  jax.eval_shape(build))
 
 
 def load_policy(workdir: str | Path, step: int | None = None) -> Policy:

@@ -1,4 +1,6 @@
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.helpers import write_d4rl_file  # noqa: E402
+
+# One compilation per distinct program in the whole suite: the tests and the command-line processes they start
+# share JAX's persistent compilation cache, so a program compiled once (the same tiny run started again to resume
+# or to compare, say) is read back instead of compiled again. It changes no result.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="dql-tests-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 def tiny_config(**overrides):

@@ -26,4 +26,4 @@ def test_data_parallel_update_equals_single_device_update():
     for name in ("data_param_gap", "data_metric_gap", "seeds_param_gap", "seeds_metric_gap"):
         assert layouts[name] < 1e-5, (name, layouts)
     assert layouts["seeds_vs_data_gap"] > 1e-3, layouts  # different seeds do differ
-    assert "was trained on 4 device(s) per batch, this layout gives 2" in report["device_change"]
+    assert "was trained with its batch split over 4 device(s), this layout splits it over 2" in report["device_change"]
