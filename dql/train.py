@@ -155,14 +155,13 @@ def main(argv):
             logs.WandB.require()
         workdir = Path(FLAGS.workdir).expanduser() if FLAGS.workdir else Path("runs") / default_run_name(
             config, dataset.name)
-        run_folder.prepare_program(workdir, config)
     except (DatasetError, ValueError, ImportError) as error:
         sys.exit(f"error: {error}")
 
     print("resolved config:\n" + json.dumps(run_folder.jsonable(config), indent=2, sort_keys=True), flush=True)
     print("dataset: " + json.dumps(dataset.summary()), flush=True)
     try:
-        train(config, dataset, workdir, env)
+        train(config, dataset, workdir, env)  # which first checks (or creates) the run folders
     except Preempted:
         sys.exit(PREEMPTED_EXIT_CODE)
     except (TrainingDiverged, DatasetError, ValueError) as error:
