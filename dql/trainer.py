@@ -23,7 +23,7 @@ import numpy as np
 from dql import logs
 from dql.agents import create_agent
 from dql.data import REWARD_TUNES, Dataset, training_arrays
-from dql.evaluation import rollout
+from dql.evaluation import Evaluator
 from dql.parallel import Layout, build_train_chunk, make_layout, put, seed_slice, stack_seeds, to_host
 from dql.run_folder import SeedRun, prepare_program
 
@@ -104,46 +104,6 @@ def select_models(evaluations: list[dict], top_k: int) -> dict:
         order = np.argsort([e["bc_loss"] for e in with_bc], kind="stable")
         choice["offline"] = with_bc[int(order[min(top_k, len(with_bc) - 1)])]
     return choice
-
-
-@jax.jit
-def _select_per_seed(agents, observations, keys, t):
-    """[S, E, obs] observations, [S] keys, step t -> [S, E, act]: every seed's action selection in one call."""
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
-    return jax.vmap(lambda agent, obs, key: agent.sample_actions(obs, key))(agents, observations, keys)
-
-
-class Evaluator:
-    """All seeds' episodes in one vector env with one batched action call per step; reproducible from
-    (seed, step): seed s evaluates in envs seeded s + 100 + i with keys from s + 100, as its separate run would."""
-
-    def __init__(self, env_id: str, env_kwargs: dict, episodes: int, seeds: list[int], dataset: Dataset):
-        self.env_id, self.env_kwargs, self.episodes = env_id, env_kwargs, episodes
-        self.seeds = [seed + 100 for seed in seeds]  # the reference evaluates with seed + 100
-        self.dataset = dataset
-
-    def __call__(self, agents, step: int) -> list[dict]:
-        num_seeds, episodes = len(self.seeds), self.episodes
-        keys = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), step)) for s in self.seeds])
-
-        def policy(observations, t):
-            per_seed = observations.reshape(num_seeds, episodes, -1)
-            actions = _select_per_seed(agents, per_seed, keys, t)
-            return np.asarray(actions).reshape(num_seeds * episodes, -1)
-
-        env_seeds = [seed + i for seed in self.seeds for i in range(episodes)]
-        returns = rollout(policy, self.env_id, self.env_kwargs, num_seeds * episodes, env_seeds)["returns"]
-        results = []
-        for seed_returns in returns.reshape(num_seeds, episodes):
-            scores = self.dataset.normalized_score(seed_returns)
-            results.append({
-                "step": step,
-                "return_mean": float(seed_returns.mean()),
-                "return_std": float(seed_returns.std()),
-                "score_mean": None if scores is None else float(scores.mean()),
-                "score_std": None if scores is None else float(scores.std()),
-            })
-        return results
 
 
 class StopSignal:
