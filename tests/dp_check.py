@@ -12,7 +12,6 @@ from jax.sharding import PartitionSpec as P
 
 from dql.agents import create_agent
 from dql.data import d4rl
-from dql import run_folder
 from dql.parallel import DATA_AXIS as AXIS
 from dql.parallel import build_train_chunk, make_layout, seed_slice
 from dql.trainer import initial_state, train

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dql.agents import create_agent
-from tests.test_bandit import BEST, MODES, RADIUS, bandit_data, mode_fractions
+from tests.test_bandit import BEST, MODES, bandit_data, mode_fractions
 from dql.parallel import build_train_chunk, make_layout, seed_slice
 from tests.helpers import run_chunk
 

@@ -59,7 +59,6 @@ def test_sigterm_checkpoints_exits_and_resumes_to_the_uninterrupted_result(tmp_p
     for a, b in zip(rows_resumed, rows_straight):
         assert {k: v for k, v in a.items() if k not in ("wall_time_s", "steps_per_s")} == \
             {k: v for k, v in b.items() if k not in ("wall_time_s", "steps_per_s")}
-    observations = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     policies = [dql.load_policy(tmp_path / d) for d in ("preempted", "straight")]
     assert policies[0].step == policies[1].step == 200
     jax.tree_util.tree_map(np.testing.assert_array_equal, policies[0].agent.actor.params,
