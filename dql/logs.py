@@ -145,9 +145,10 @@ class Progress:
         self.last_eval = ""
 
     def update(self, step: int, steps_done: int, seconds: float, metrics: dict) -> float:
-        rate = steps_done / max(seconds, 1e-9)
-        self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
-        eta = (self.total_steps - step) / self.rate
+        # The ETA uses the latest window only: a smoothed rate would carry SAC's fast random-action start (no
+        # updates) for many windows and promise minutes for a run of a quarter hour.
+        rate = self.rate = steps_done / max(seconds, 1e-9)
+        eta = (self.total_steps - step) / max(rate, 1e-9)
         shown = " ".join(f"{key} {metrics[key]:.4g}" for key in ("critic_loss", "actor_loss", "bc_loss")
                          if key in metrics)
         percent = 100.0 * step / self.total_steps
