@@ -20,10 +20,10 @@ from absl import app, flags
 
 from dql.data import gym_datasets
 from dql.data.dataset import DatasetError
-from dql.policy_training import replay_until_medium, train_policies
+from dql.policy_training import replay_sac, train_policies
 
 flags.DEFINE_string("dataset", None, "gym:<EnvId>/<level>, e.g. gym:Hopper-v5/medium.")
-flags.DEFINE_integer("num_transitions", None, "Rows to collect (default 1,000,000; not for medium-replay).")
+flags.DEFINE_integer("num_transitions", None, "Rows to collect (default 1,000,000; not for the replay tiers).")
 flags.DEFINE_integer("seed", gym_datasets.DEFAULT_SEED, "Seed of the environments and the sampled actions.")
 flags.DEFINE_integer("num_envs", gym_datasets.NUM_ENVS, "Environments stepped at once.")
 flags.DEFINE_string("out", None, "Write here instead of the cache (never over an existing file).")
@@ -51,9 +51,9 @@ def main(argv):
         if FLAGS.num_transitions is not None:
             spec = f"{spec}/{FLAGS.num_transitions}"
         env_id, level, transitions = gym_datasets.parse_spec(spec)
-        if level == "medium-replay" and FLAGS["seed"].present:
-            raise DatasetError("--seed does not apply to medium-replay: it is the replay of the SAC run (and seed) "
-                               "that made the shipped medium policy")
+        if level in gym_datasets.REPLAY_UNTIL and FLAGS["seed"].present:
+            raise DatasetError(f"--seed does not apply to {level}: it is the replay of the SAC run (and seed) that "
+                               f"made the shipped {gym_datasets.REPLAY_UNTIL[level]} policy")
         if not FLAGS.out and FLAGS.num_envs != gym_datasets.NUM_ENVS:
             raise DatasetError(f"--num_envs={FLAGS.num_envs} changes the data; the cache holds the "
                                f"{gym_datasets.NUM_ENVS}-env files that --dataset=gym:... reads, so pass --out=FILE")
@@ -62,7 +62,7 @@ def main(argv):
             where = "--out" if FLAGS.out else "the cache"
             raise DatasetError(f"{path} ({where}) already exists; remove it first or choose another --out")
         start = time.monotonic()
-        gym_datasets.generate(env_id, level, transitions, FLAGS.seed, path, FLAGS.num_envs, replay=replay_until_medium)
+        gym_datasets.generate(env_id, level, transitions, FLAGS.seed, path, FLAGS.num_envs, replay=replay_sac)
     except DatasetError as error:
         sys.exit(f"error: {error}")
     from dql.data import d4rl

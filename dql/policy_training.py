@@ -1,5 +1,5 @@
 """Training and picking the behaviour policies that ship with the generated datasets (see dql.data.gym_datasets),
-and re-running that training for the medium-replay tier. It sits above both the data layer and the online loop.
+and re-running that training for the replay tiers. It sits above both the data layer and the online loop.
 
 `train_policies` trains SAC online (or takes a finished `--algo=sac` run folder), picks the expert (the best
 evaluation) and the medium policy (the first evaluation reaching a third of the expert's return), measures the
@@ -87,24 +87,25 @@ def train_policies(env_id: str, sac_steps: int, seed: int, from_run: str | None,
     return reference
 
 
-def replay_until_medium(env_id: str) -> tuple[dict, dict]:
-    """Re-run the seeded SAC training that made the shipped medium policy, up to its step: (buffer arrays in D4RL's
-    layout, attributes for the file). The medium-replay tier of `gym_datasets.generate`."""
-    medium_params, meta = load_actor(gym_datasets.shipped_policy(env_id, "medium"))
+def replay_sac(env_id: str, level: str) -> tuple[dict, dict]:
+    """Re-run the seeded SAC training that made the shipped `level` policy ("medium" or "expert"), up to its step:
+    (buffer arrays in D4RL's layout, attributes for the file). The medium-replay and full-replay tiers of
+    `gym_datasets.generate`."""
+    shipped_params, meta = load_actor(gym_datasets.shipped_policy(env_id, level))
     config = ConfigDict(meta["sac_config"])
     config.hidden_dims = tuple(config.hidden_dims)
-    print(f"  [{env_id}/medium-replay] re-running SAC (seed {config.seed}) to the medium point, step {meta['step']}",
+    print(f"  [{env_id}] re-running SAC (seed {config.seed}) to the {level} point, step {meta['step']}",
           file=sys.stderr, flush=True)
     _, buffer, agent = train_online(config, env_id, None, stop_at=int(meta["step"]), verbose=True)
     difference = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
-                     zip(jax.tree_util.tree_leaves(medium_params), jax.tree_util.tree_leaves(agent.actor.params)))
+                     zip(jax.tree_util.tree_leaves(shipped_params), jax.tree_util.tree_leaves(agent.actor.params)))
     if difference > 1e-4:
-        print(f"  warning: the re-run's actor differs from the shipped medium policy by up to {difference:.3g} "
+        print(f"  warning: the re-run's actor differs from the shipped {level} policy by up to {difference:.3g} "
               "(another JAX/XLA version or device); the buffer is a replay of an equivalent, not identical, run",
               file=sys.stderr)
     arrays = buffer.contents()
     if not arrays["terminals"][-1]:
         arrays["timeouts"][-1] = True
-    attrs = {"replay_max_param_difference_to_shipped_medium": difference, "seed": int(config.seed),
-             "behaviour": f"replay buffer of SAC (seed {config.seed}) up to step {meta['step']}, the medium point"}
+    attrs = {f"replay_max_param_difference_to_shipped_{level}": difference, "seed": int(config.seed),
+             "behaviour": f"replay buffer of SAC (seed {config.seed}) up to step {meta['step']}, the {level} point"}
     return arrays, attrs

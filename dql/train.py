@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from dql import configs, logs, run_folder
 from dql.agents import hyperparams
-from dql.policy_training import replay_until_medium
+from dql.policy_training import replay_sac
 from dql.data import DatasetError, load_dataset, tune_rewards
 from dql.data.d4rl import is_d4rl_name
 from dql.envs import check_env_matches, env_for_d4rl_name, env_for_dataset
@@ -178,7 +178,7 @@ def _load_data(config):
     evaluate = config.eval_episodes > 0
     if is_d4rl_name(FLAGS.dataset) and evaluate and not FLAGS.env:
         env_for_d4rl_name(FLAGS.dataset)  # before a download, not after it
-    dataset = load_dataset(FLAGS.dataset, replay=replay_until_medium)
+    dataset = load_dataset(FLAGS.dataset, replay=replay_sac)
     env = env_for_dataset(dataset, FLAGS.env) if evaluate else None
     if evaluate:
         if env is None:

@@ -11,7 +11,7 @@ import pytest
 
 from dql.data import DatasetError, d4rl, gym_datasets, load_dataset
 from dql.data.behaviour import load_actor, save_actor
-from dql.policy_training import pick_policies, replay_until_medium
+from dql.policy_training import pick_policies, replay_sac
 from tests.helpers import write_d4rl_file
 
 
@@ -158,15 +158,23 @@ def test_generated_tiers_have_d4rl_layout_and_are_reproducible(tiny_policies, tm
     assert dataset.ref_max_score == 110.0
 
 
-def test_medium_replay_reruns_the_seeded_sac_up_to_the_medium_policy(tiny_policies):
+def test_replay_tiers_rerun_the_seeded_sac_up_to_the_shipped_policies(tiny_policies):
     # The data layer does not run SAC itself; it says who does, and takes the re-run from above.
     with pytest.raises(DatasetError, match="python -m dql.collect --dataset=gym:Hopper-v5/medium-replay"):
         load_dataset("gym:Hopper-v5/medium-replay")
-    dataset = load_dataset("gym:Hopper-v5/medium-replay", replay=replay_until_medium)
+    dataset = load_dataset("gym:Hopper-v5/medium-replay", replay=replay_sac)
     path = gym_datasets.dataset_path("Hopper-v5", "medium-replay", 0, 0)
     arrays, attrs = _check_d4rl_layout(path, 100, "Hopper-v5")
     assert attrs["replay_max_param_difference_to_shipped_medium"] == 0.0  # the same run, bit for bit
     assert len(dataset) == 100 - int(arrays["timeouts"].sum())
+
+    # full-replay runs the same SAC on to the expert's step: the medium-replay rows are its beginning.
+    load_dataset("gym:Hopper-v5/full-replay", replay=replay_sac)
+    full, full_attrs = _check_d4rl_layout(gym_datasets.dataset_path("Hopper-v5", "full-replay", 0, 0), 200,
+                                          "Hopper-v5")
+    assert full_attrs["replay_max_param_difference_to_shipped_expert"] == 0.0
+    for key in ("observations", "actions", "rewards", "terminals"):
+        np.testing.assert_array_equal(full[key][:100], arrays[key])
 
 
 def test_a_cached_file_made_from_other_policies_is_regenerated(tiny_policies, capsys):

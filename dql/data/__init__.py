@@ -22,8 +22,8 @@ def load_dataset(spec: str, replay: gym_datasets.ReplayFn | None = None) -> Data
     """One `--dataset` for every source: a built-in name, gym:<EnvId>/<level> (generated on first use),
     minari:<dataset_id>, a D4RL name (cached or downloaded) or a path to a D4RL-format file.
 
-    `replay` re-runs SAC for a generated medium-replay tier (the training loop lives above this layer; the command
-    line passes `dql.policy_training.replay_until_medium`)."""
+    `replay` re-runs SAC for a generated replay tier, medium-replay or full-replay (the training loop lives above
+    this layer; the command line passes `dql.policy_training.replay_sac`)."""
     if spec in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[spec]()
     if spec.startswith(gym_datasets.PREFIX):
