@@ -61,6 +61,11 @@ def bc_loss(apply_fn, params, hp: DiffusionActorHyperparams, actions, observatio
     """The epsilon-prediction loss with a random step and noise per example, drawn from per-example keys."""
     t = jax.vmap(lambda k: jax.random.randint(k, (), 0, hp.diffusion_steps))(t_keys)
     noise = common.per_example_normal(noise_keys, (actions.shape[1],))
+    return bc_loss_with_noise(apply_fn, params, hp, actions, observations, t, noise)
+
+
+def bc_loss_with_noise(apply_fn, params, hp: DiffusionActorHyperparams, actions, observations, t, noise):
+    """The epsilon-prediction loss at given steps t [B] and noise [B, A]."""
 
     def eps_fn(x, steps, s):
         return apply_fn(params, x, steps, s)

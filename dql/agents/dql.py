@@ -103,64 +103,93 @@ class DQLAgent(struct.PyTreeNode):
 
     def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
         """DQL's action selection: N candidates per state from the actor, one drawn with p = softmax(min_k Q'_k)."""
-        batch, action_dim = observations.shape[0], len(self.hp.max_action)
-        n = self.hp.num_action_candidates
+        batch, n = observations.shape[0], self.hp.num_action_candidates
         noise_key, choice_key = jax.random.split(rng)
-        repeated = jnp.repeat(observations, n, axis=0)
-        candidates = self.sample_actor(repeated, noise_key)
-        q = self.critic.apply_fn(self.critic_target_params, repeated, candidates).min(axis=0).reshape(batch, n)
+        noise = jax.random.normal(noise_key, (batch * n, self.hp.diffusion_steps + 1, len(self.hp.max_action)))
+        candidates, q = self.action_candidates(observations, noise)
         choice = jax.random.categorical(choice_key, q, axis=-1)
-        return candidates.reshape(batch, n, action_dim)[jnp.arange(batch), choice]
+        return candidates[jnp.arange(batch), choice]
+
+    def action_candidates(self, observations: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(candidates [B, N, A] from the online actor's chains with noise [B N, T + 1, A], their min_k Q'_k [B, N]):
+        the choice probabilities are softmax(Q) over the N."""
+        batch, n = observations.shape[0], self.hp.num_action_candidates
+        repeated = jnp.repeat(observations, n, axis=0)
+        candidates = self._sample(self.actor.params, repeated, noise)
+        q = self.critic.apply_fn(self.critic_target_params, repeated, candidates).min(axis=0).reshape(batch, n)
+        return candidates.reshape(batch, n, -1), q
 
     # ------------------------------------------------------------------------------------------------ update
-    def update(self, batch: common.Batch) -> tuple["DQLAgent", dict[str, jax.Array]]:
+    def draw_noise(self, step_key: jax.Array, order_key: jax.Array, local_batch: int) -> "DQLNoise":
+        """All the randomness of one update, drawn from per-example keys so that a batch split over devices draws
+        the same numbers as on one device."""
         hp = self.hp
-        observations, actions = batch["observations"], batch["actions"]
-        local_batch, action_dim = actions.shape
-        rng, step_key, order_key = jax.random.split(self.rng, 3)
+        action_dim = len(hp.max_action)
         keys = common.per_example_keys(step_key, local_batch, hp.axis_name)
         target_keys, bc_t_keys, bc_noise_keys, policy_keys = jnp.swapaxes(
             jax.vmap(lambda k: jax.random.split(k, 4))(keys), 0, 1
         )
-
-        # ---- critic: regress both heads on the backup computed with the EMA actor and the target critic.
         n_backup = hp.num_q_backup_samples if hp.max_q_backup else 1
-        next_noise = common.per_example_normal(target_keys, (n_backup, hp.diffusion_steps + 1, action_dim))
+        return DQLNoise(
+            next_actions=common.per_example_normal(target_keys, (n_backup, hp.diffusion_steps + 1, action_dim)),
+            bc_steps=jax.vmap(lambda k: jax.random.randint(k, (), 0, hp.diffusion_steps))(bc_t_keys),
+            bc_noise=common.per_example_normal(bc_noise_keys, (action_dim,)),
+            policy=common.per_example_normal(policy_keys, (hp.diffusion_steps + 1, action_dim)),
+            q1_first=jax.random.bernoulli(order_key),
+        )
+
+    def backup(self, batch: common.Batch, next_action_noise: jax.Array) -> jax.Array:
+        """r + gamma (1 - done) min_k Q'_k(s', a'), a' from the EMA actor; with the max-Q backup each head takes
+        the max over its n a' per state before the min over heads. next_action_noise: [B, n, T + 1, A]."""
+        local_batch, n_backup = next_action_noise.shape[:2]
         next_observations = jnp.repeat(batch["next_observations"], n_backup, axis=0)
         next_actions = self._sample(
-            self.actor_ema_params, next_observations, next_noise.reshape(-1, hp.diffusion_steps + 1, action_dim)
+            self.actor_ema_params, next_observations, next_action_noise.reshape(-1, *next_action_noise.shape[2:])
         )
         target_q = self.critic.apply_fn(self.critic_target_params, next_observations, next_actions)
         target_q = target_q.reshape(2, local_batch, n_backup).max(axis=-1).min(axis=0)
-        backup = batch["rewards"] + hp.discount * (1.0 - batch["dones"]) * target_q
+        return batch["rewards"] + self.hp.discount * (1.0 - batch["dones"]) * target_q
 
-        def critic_loss_fn(critic_params):
-            q = self.critic.apply_fn(critic_params, observations, actions)
-            return jnp.mean(jnp.square(q - backup[None]), axis=1).sum(), q
+    def critic_loss(self, critic_params, batch: common.Batch, backup: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(sum over the two heads of the mean squared TD error, Q [2, B])."""
+        q = self.critic.apply_fn(critic_params, batch["observations"], batch["actions"])
+        return jnp.mean(jnp.square(q - backup[None]), axis=1).sum(), q
 
-        (critic_loss, q), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(self.critic.params)
+    def actor_loss(self, actor_params, critic: TrainState, batch: common.Batch, noise: "DQLNoise"):
+        """(L_bc + eta L_q, (L_bc, L_q)): the diffusion loss on the data plus the normalised Q of fresh samples."""
+        hp = self.hp
+        observations = batch["observations"]
+        bc_loss = diffusion_actor.bc_loss_with_noise(
+            self.actor.apply_fn, actor_params, hp, batch["actions"], observations, noise.bc_steps, noise.bc_noise
+        )
+        new_actions = self._sample(actor_params, observations, noise.policy)
+        q_new = critic.apply_fn(critic.params, observations, new_actions)
+        q_i = jnp.where(noise.q1_first, q_new[0], q_new[1])
+        q_j = jnp.where(noise.q1_first, q_new[1], q_new[0])
+        # The scale is a mean over the *global* batch so that sharding the batch does not change the loss.
+        scale = jax.lax.stop_gradient(common.pmean(jnp.mean(jnp.abs(q_j)), hp.axis_name))
+        q_loss = -jnp.mean(q_i) / scale
+        return bc_loss + hp.eta * q_loss, (bc_loss, q_loss)
+
+    def update(self, batch: common.Batch) -> tuple["DQLAgent", dict[str, jax.Array]]:
+        rng, step_key, order_key = jax.random.split(self.rng, 3)
+        noise = self.draw_noise(step_key, order_key, batch["actions"].shape[0])
+        return self.replace(rng=rng).update_with_noise(batch, noise)
+
+    def update_with_noise(self, batch: common.Batch, noise: "DQLNoise") -> tuple["DQLAgent", dict[str, jax.Array]]:
+        """One update with given randomness (`draw_noise`'s, or another implementation's for a parity check)."""
+        hp = self.hp
+        # ---- critic: regress both heads on the backup computed with the EMA actor and the target critic.
+        backup = self.backup(batch, noise.next_actions)
+        (critic_loss, q), critic_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
+            self.critic.params, batch, backup
+        )
         critic_grads = common.pmean(critic_grads, hp.axis_name)
         critic = self.critic.apply_gradients(grads=critic_grads)
 
-        # ---- actor: diffusion loss on the data plus the normalised Q of fresh samples under the new critic.
-        policy_noise = common.per_example_normal(policy_keys, (hp.diffusion_steps + 1, action_dim))
-        first_head = jax.random.bernoulli(order_key)
-
-        def actor_loss_fn(actor_params):
-            bc_loss = diffusion_actor.bc_loss(
-                self.actor.apply_fn, actor_params, hp, actions, observations, bc_t_keys, bc_noise_keys
-            )
-            new_actions = self._sample(actor_params, observations, policy_noise)
-            q_new = critic.apply_fn(critic.params, observations, new_actions)
-            q_i = jnp.where(first_head, q_new[0], q_new[1])
-            q_j = jnp.where(first_head, q_new[1], q_new[0])
-            # The scale is a mean over the *global* batch so that sharding the batch does not change the loss.
-            scale = jax.lax.stop_gradient(common.pmean(jnp.mean(jnp.abs(q_j)), hp.axis_name))
-            q_loss = -jnp.mean(q_i) / scale
-            return bc_loss + hp.eta * q_loss, (bc_loss, q_loss)
-
-        (actor_loss, (bc_loss, q_loss)), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-            self.actor.params
+        # ---- actor: against the critic just updated, as the reference does.
+        (actor_loss, (bc_loss, q_loss)), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
+            self.actor.params, critic, batch, noise
         )
         actor_grads = common.pmean(actor_grads, hp.axis_name)
         actor = self.actor.apply_gradients(grads=actor_grads)
@@ -187,7 +216,22 @@ class DQLAgent(struct.PyTreeNode):
             actor_ema_params=actor_ema_params,
             critic=critic,
             critic_target_params=critic_target_params,
-            rng=rng,
             step=self.step + 1,
         )
         return agent, metrics
+
+
+class DQLNoise(struct.PyTreeNode):
+    """The random inputs of one Diffusion-QL update, in the order the reference draws them.
+
+    next_actions [B, n, T + 1, A]: the EMA actor's chains for the backup (n = 1 without the max-Q backup);
+    bc_steps [B] and bc_noise [B, A]: the diffusion loss's step and noise; policy [B, T + 1, A]: the chains of the
+    Q term; q1_first: whether head 1 is the one maximised (head 2 then gives the scale). Each chain's noise is
+    [x_T, then the draw of step t at index t + 1] as `diffusion_actor.sample_with_noise` takes it.
+    """
+
+    next_actions: jax.Array
+    bc_steps: jax.Array
+    bc_noise: jax.Array
+    policy: jax.Array
+    q1_first: jax.Array
