@@ -5,23 +5,23 @@
     python -m benchmarks.torch_reference --repo=/tmp/dql-torch --obs_dim=17 --act_dim=6
 
 It imports the reference `Diffusion_QL` agent from that checkout (nothing of it is copied here) and times its
-`train()` on random transitions with the paper's settings (T = 5, vp schedule, batch 256).
+`train()` on random transitions with the settings of our dql config (the paper's: T = 5, vp schedule, batch 256),
+--set=KEY=VALUE overriding them as for benchmarks.train_step.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 from absl import app, flags
 
-from benchmarks.common import random_transitions
+from benchmarks import reference
+from benchmarks.common import config_for, random_transitions
 
 flags.DEFINE_string("repo", None, "Path to a checkout of Zhendong-Wang/Diffusion-Policies-for-Offline-RL.")
 flags.DEFINE_integer("batch_size", 256, "Minibatch size.")
 flags.DEFINE_integer("steps", 200, "Timed gradient steps (after 20 warm-up steps).")
-flags.DEFINE_boolean("max_q_backup", False, "Use the max-Q backup.")
 flags.mark_flag_as_required("repo")
 FLAGS = flags.FLAGS
 
@@ -43,18 +43,9 @@ class _Sampler:
 
 def main(argv):
     del argv
-    try:
-        import torch
-    except ImportError:
-        sys.exit("error: this comparison needs PyTorch: pip install torch")
-    sys.path.insert(0, FLAGS.repo)
-    try:
-        from agents.ql_diffusion import Diffusion_QL
-    except ImportError as error:
-        sys.exit(f"error: --repo={FLAGS.repo} does not hold the reference agents/ql_diffusion.py ({error})")
-    agent = Diffusion_QL(FLAGS.obs_dim, FLAGS.act_dim, 1.0, "cpu", 0.99, 0.005, max_q_backup=FLAGS.max_q_backup,
-                         eta=1.0, beta_schedule="vp", n_timesteps=5, lr=3e-4, lr_decay=True, lr_maxt=2000,
-                         grad_norm=9.0)
+    torch, ql_diffusion = reference.load_reference(FLAGS.repo)
+    config = config_for("dql", FLAGS.set)
+    agent = reference.reference_agent(ql_diffusion, config, FLAGS.obs_dim, FLAGS.act_dim)
     sampler = _Sampler(torch, random_transitions(100_000, FLAGS.obs_dim, FLAGS.act_dim))
     agent.train(sampler, 20, batch_size=FLAGS.batch_size)
     start = time.perf_counter()
@@ -65,7 +56,7 @@ def main(argv):
         "obs_dim": FLAGS.obs_dim,
         "act_dim": FLAGS.act_dim,
         "batch_size": FLAGS.batch_size,
-        "max_q_backup": FLAGS.max_q_backup,
+        "max_q_backup": config.max_q_backup,
         "steps_per_s": round(FLAGS.steps / seconds, 2),
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -1,0 +1,335 @@
+"""Update-for-update comparison of this project's Diffusion-QL with the paper's PyTorch code; prints JSON.
+
+    git clone https://github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL /tmp/dql-torch
+    pip install torch
+    python -m benchmarks.reference_parity --repo=/tmp/dql-torch [--updates=1000] [--dataset=gym:Hopper-v5/medium]
+        [--obs_dim=17 --act_dim=6] [--set=eta=2.0]
+
+Both agents start from the same weights (the reference's initialisation, copied into ours), see the same
+minibatches and the same random numbers, and are compared after 1, 10 and --updates updates:
+
+- randomness: the reference draws from torch's and numpy's global generators inside `train()`; this script
+  records every draw (diffusion steps and noise, the EMA actor's chains for the backup, the chains of the Q term,
+  the Q-head order) by handing the reference's modules recording stand-ins for `torch` and `numpy`, and feeds the
+  same numbers to `DQLAgent.update_with_noise`.
+- compared: the critic loss, the actor's BC and Q losses of every update; the clipped gradients the optimisers
+  applied (recorded when the reference's optimisers step); the four parameter groups (actor, EMA actor, critics,
+  target critics).
+- variants: the default backup, then the max-Q backup (--variants), each with the cosine learning-rate schedule
+  stepped every --lr_decay_every updates so that the schedule is compared too.
+- action selection: with the final reference weights loaded into ours, `sample_action` of the reference against
+  `DQLAgent.action_candidates`: the same 50 candidates and the same choice probabilities softmax(min Q').
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+from benchmarks import reference
+from benchmarks.common import config_for, random_transitions
+from dql.agents.dql import DQLAgent, DQLHyperparams, DQLNoise
+
+flags.DEFINE_string("repo", None, "Path to a checkout of Zhendong-Wang/Diffusion-Policies-for-Offline-RL.")
+flags.DEFINE_string("dataset", None, "A --dataset to draw minibatches from (default: random transitions).")
+flags.DEFINE_integer("updates", 1000, "Updates to compare (checkpoints at 1, 10 and this).")
+flags.DEFINE_list("variants", ["default", "max_q_backup"], "Backups to compare: default, max_q_backup.")
+flags.DEFINE_integer("lr_decay_every", 100, "Updates per step of the cosine schedule (the reference's train() call).")
+flags.DEFINE_float("grad_norm", 4.0, "Gradient clip (hopper-medium-replay's).")
+flags.DEFINE_integer("ema_start", 200, "First update of the EMA actor (the paper's 1000 would leave it untouched).")
+flags.DEFINE_integer("action_states", 8, "States whose action selection is compared.")
+flags.DEFINE_integer("seed", 0, "Seed of the reference's initialisation, its draws and the minibatches.")
+flags.mark_flag_as_required("repo")
+FLAGS = flags.FLAGS
+
+RANDOM_CALLS = ("randn", "randn_like", "randint", "uniform", "multinomial")
+LOSSES = ("critic_loss", "bc_loss", "ql_loss", "actor_loss")
+
+
+def checkpoints_of(updates: int) -> list[int]:
+    return sorted({1, 10, updates})
+
+
+class Recorder:
+    """Stands in for a module (torch, numpy, numpy.random) and logs what its random functions return."""
+
+    def __init__(self, module, log: list, submodules: dict | None = None):
+        self._module, self._log, self._submodules = module, log, submodules or {}
+
+    def __getattr__(self, name):
+        if name in self._submodules:
+            return self._submodules[name]
+        value = getattr(self._module, name)
+        if name not in RANDOM_CALLS:
+            return value
+
+        def recorded(*args, **kwargs):
+            out = value(*args, **kwargs)
+            inputs = args[0].detach().numpy().copy() if name == "multinomial" else None
+            self._log.append((name, np.array(out.detach().numpy() if hasattr(out, "detach") else out), inputs))
+            return out
+
+        return recorded
+
+
+def install_recorders(torch, ql_diffusion) -> list:
+    """Route the reference's random draws through recorders; returns the shared log."""
+    import sys
+
+    log: list = []
+    sys.modules["agents.diffusion"].torch = Recorder(torch, log)
+    ql_diffusion.torch = Recorder(torch, log)
+    ql_diffusion.np = Recorder(np, log, {"random": Recorder(np.random, log)})
+    return log
+
+
+def chain_noise(draws: list, steps: int) -> np.ndarray:
+    """One reverse chain's draws in the reference's order (x_T, then steps T-1 .. 0) -> ours [B, T + 1, A]
+    (x_T, then the draw of step t at index t + 1)."""
+    initial, per_step = draws[0], draws[1:][::-1]
+    assert len(per_step) == steps
+    return np.stack([initial, *per_step], axis=1)
+
+
+def noise_of_update(draws: list, steps: int, batch: int, n_backup: int) -> DQLNoise:
+    """The reference's draws of one train() iteration as our DQLNoise."""
+    names = [name for name, _, _ in draws]
+    expected = ["randn"] + ["randn_like"] * steps + ["randint", "randn_like", "randn"] + ["randn_like"] * steps
+    if names != expected + ["uniform"]:
+        raise RuntimeError(f"the reference drew {names}, expected {expected + ['uniform']}: its train() changed")
+    values = [value for _, value, _ in draws]
+    next_chain = chain_noise(values[:steps + 1], steps)  # [B n, T + 1, A], states repeated n times each
+    policy = chain_noise(values[steps + 3:2 * steps + 4], steps)
+    return DQLNoise(next_actions=jnp.asarray(next_chain.reshape(batch, n_backup, *next_chain.shape[1:])),
+                    bc_steps=jnp.asarray(values[steps + 1].astype(np.int32)), bc_noise=jnp.asarray(values[steps + 2]),
+                    policy=jnp.asarray(policy), q1_first=jnp.asarray(float(values[-1]) > 0.5))
+
+
+class Minibatches:
+    """The reference's replay-buffer interface, serving minibatches fixed in advance; counts the updates."""
+
+    def __init__(self, torch, data: dict, indices: np.ndarray, on_update):
+        self.torch, self.data, self.indices, self.on_update = torch, data, indices, on_update
+        self.count = 0
+
+    def batch(self, k: int) -> dict:
+        return {key: value[self.indices[k]] for key, value in self.data.items()}
+
+    def sample(self, batch_size):
+        self.on_update(self.count)  # update `count` starts: the draws so far belong to update count - 1
+        b = self.batch(self.count)
+        self.count += 1
+        t = self.torch.from_numpy
+        return (t(b["observations"]), t(b["actions"]), t(b["next_observations"]), t(b["rewards"])[:, None],
+                t(1.0 - b["dones"])[:, None])
+
+
+class GradientTap:
+    """Wraps a torch optimizer: records the (clipped) gradients it applies at chosen updates."""
+
+    def __init__(self, optimizer, convert, when, counter):
+        self.optimizer, self.convert, self.when, self.counter = optimizer, convert, when, counter
+        self.recorded: dict[int, dict] = {}
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
+
+    def step(self, *args, **kwargs):
+        update = self.counter()
+        if update in self.when:
+            self.recorded[update] = self.convert()
+        return self.optimizer.step(*args, **kwargs)
+
+
+def _grads_of(module_to_params, module):
+    """Our-layout gradients of a torch module: its parameters' .grad through the same converter as the weights."""
+    import copy
+
+    shadow = copy.deepcopy(module)
+    for shadow_param, param in zip(shadow.parameters(), module.parameters()):
+        shadow_param.data = param.grad.detach().clone()
+    return module_to_params(shadow)
+
+
+def max_difference(ours, theirs) -> dict:
+    """Largest absolute difference over a pytree; relative to the reference's largest magnitude, and the relative
+    L2 distance ||ours - theirs|| / ||theirs||."""
+    a = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(ours)]
+    b = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(theirs)]
+    if [x.shape for x in a] != [x.shape for x in b]:
+        raise RuntimeError("parameter trees differ in shape: the layer mapping is wrong")
+    diff = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+    scale = max(float(np.max(np.abs(y))) for y in b)
+    l2 = np.sqrt(sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b)))
+    norm = np.sqrt(sum(float(np.sum(y ** 2)) for y in b))
+    return {"max_abs": diff, "max_rel": diff / max(scale, 1e-30), "rel_l2": float(l2 / max(norm, 1e-30))}
+
+
+def our_gradients(agent: DQLAgent, batch: dict, noise: DQLNoise):
+    """The clipped gradients our update applies (critic first, then the actor against the updated critic)."""
+    clip = optax.clip_by_global_norm(agent.hp.grad_norm) if agent.hp.grad_norm > 0 else optax.identity()
+    backup = agent.backup(batch, noise.next_actions)
+    critic_grads = jax.grad(lambda p: agent.critic_loss(p, batch, backup)[0])(agent.critic.params)
+    critic = agent.critic.apply_gradients(grads=critic_grads)
+    actor_grads = jax.grad(lambda p: agent.actor_loss(p, critic, batch, noise)[0])(agent.actor.params)
+    clipped = [clip.update(g, clip.init(g))[0] for g in (critic_grads, actor_grads)]
+    return {"critic": clipped[0], "actor": clipped[1]}
+
+
+def run_reference(torch, ql_diffusion, log, config, data, indices, perturb: bool) -> dict:
+    """Train the reference on the fixed minibatches; snapshots, applied gradients, losses and draws per update.
+
+    perturb moves every initial weight by one float32 ulp: the same run with a rounding-sized change, whose
+    distance from the exact run is the float32 noise floor that any two correct implementations share.
+    """
+    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+    torch.manual_seed(FLAGS.seed)
+    np.random.seed(FLAGS.seed)
+    ref = reference.reference_agent(ql_diffusion, config, obs_dim, act_dim)
+    if perturb:
+        with torch.no_grad():
+            for module, copy in ((ref.actor, ref.ema_model), (ref.critic, ref.critic_target)):
+                for param in module.parameters():
+                    param.copy_(torch.nextafter(param, torch.full_like(param, float("inf"))))
+                copy.load_state_dict(module.state_dict())
+    checkpoints = checkpoints_of(FLAGS.updates)
+    run = {"snapshots": {}, "draws": [], "losses": {key: [] for key in LOSSES}, "agent": ref,
+           "initial": reference.parameter_groups(ref)}
+
+    def on_update(count):
+        if count > 0:
+            run["draws"].append(list(log))
+        log.clear()
+        if count in checkpoints:
+            run["snapshots"][count] = reference.parameter_groups(ref)
+
+    sampler = Minibatches(torch, data, indices, on_update)
+    counter = lambda: sampler.count  # noqa: E731  (the update in progress, 1-based)
+    ref.critic_optimizer = GradientTap(ref.critic_optimizer, lambda: _grads_of(reference.critic_params, ref.critic),
+                                       set(checkpoints), counter)
+    ref.actor_optimizer = GradientTap(ref.actor_optimizer, lambda: _grads_of(reference.noise_net_params, ref.actor),
+                                      set(checkpoints), counter)
+    start, done = time.perf_counter(), 0
+    while done < FLAGS.updates:  # one train() call per step of the schedule, as the reference's main.py does
+        chunk = min(int(config.lr_decay_every), FLAGS.updates - done)
+        metrics = ref.train(sampler, chunk, batch_size=config.batch_size)
+        for key in LOSSES:
+            run["losses"][key].extend(metrics[key])
+        done += chunk
+    on_update(sampler.count)
+    run.update(seconds=time.perf_counter() - start, sampler=sampler,
+               gradients={"critic": ref.critic_optimizer.recorded, "actor": ref.actor_optimizer.recorded},
+               lr=float(ref.actor_optimizer.param_groups[0]["lr"]))
+    return run
+
+
+def run_ours(agent: DQLAgent, ref_run: dict, config) -> dict:
+    """Our updates on the reference run's minibatches and draws; the same records as run_reference."""
+    n_backup = config.num_q_backup_samples if config.max_q_backup else 1
+    checkpoints = checkpoints_of(FLAGS.updates)
+    update, gradients = jax.jit(DQLAgent.update_with_noise), jax.jit(our_gradients)
+    run = {"snapshots": {}, "losses": {key: [] for key in LOSSES}, "gradients": {"critic": {}, "actor": {}}}
+    start = time.perf_counter()
+    for k in range(FLAGS.updates):
+        batch = {key: jnp.asarray(value) for key, value in ref_run["sampler"].batch(k).items()}
+        noise = noise_of_update(ref_run["draws"][k], config.diffusion_steps, config.batch_size, n_backup)
+        if k + 1 in checkpoints:
+            grads = gradients(agent, batch, noise)
+            for group in grads:
+                run["gradients"][group][k + 1] = grads[group]
+        agent, metrics = update(agent, batch, noise)
+        for key in LOSSES:
+            run["losses"][key].append(float(metrics[key]))
+        if k + 1 in checkpoints:
+            run["snapshots"][k + 1] = {"actor": agent.actor.params, "actor_ema": agent.actor_ema_params,
+                                       "critic": agent.critic.params, "critic_target": agent.critic_target_params}
+    run.update(seconds=time.perf_counter() - start, agent=agent)
+    return run
+
+
+def differences(run: dict, ref_run: dict) -> dict:
+    """Per checkpoint: parameter groups, applied gradients, and the losses of every update so far."""
+    out = {}
+    for k in checkpoints_of(FLAGS.updates):
+        out[str(k)] = {
+            "params": {name: max_difference(run["snapshots"][k][name], ref_run["snapshots"][k][name])
+                       for name in ref_run["snapshots"][k]},
+            "gradients": {group: max_difference(run["gradients"][group][k], ref_run["gradients"][group][k])
+                          for group in ("critic", "actor")},
+            "losses": {key: max_difference(np.array(run["losses"][key][:k]), np.array(ref_run["losses"][key][:k]))
+                       for key in LOSSES},
+        }
+    return out
+
+
+def compare_variant(torch, ql_diffusion, log, data, variant: str) -> dict:
+    config = config_for("dql", FLAGS.set)  # --set=KEY=VALUE: any other setting of the dql config
+    config.update(max_q_backup=variant == "max_q_backup", grad_norm=FLAGS.grad_norm, lr_decay=True,
+                  lr_decay_every=FLAGS.lr_decay_every, steps_per_epoch=FLAGS.lr_decay_every,
+                  ema_start=FLAGS.ema_start,
+                  steps=2 * FLAGS.updates)  # the schedule is halfway down at the last update compared
+    act_dim = data["actions"].shape[1]
+    indices = np.random.default_rng(FLAGS.seed).integers(0, len(data["rewards"]), (FLAGS.updates, config.batch_size))
+    exact = run_reference(torch, ql_diffusion, log, config, data, indices, perturb=False)
+    hp = DQLHyperparams.from_config(config, (1.0,) * act_dim)
+    initial = DQLAgent.create(jax.random.PRNGKey(0), data["observations"].shape[1], act_dim, hp)
+    ours = run_ours(reference.load_into_agent(initial, exact["initial"]), exact, config)
+    perturbed = run_reference(torch, ql_diffusion, log, config, data, indices, perturb=True)
+    return {
+        "variant": variant, "updates": FLAGS.updates, "grad_norm": config.grad_norm,
+        "ema_start": config.ema_start, "lr_at_last_update": exact["lr"],
+        "seconds": {"reference": round(exact["seconds"], 1), "ours": round(ours["seconds"], 1)},
+        "ours_vs_reference": differences(ours, exact),
+        "reference_vs_reference_moved_one_ulp": differences(perturbed, exact),
+        "action_selection": compare_action_selection(torch, exact["agent"], ours["agent"], data, log),
+    }
+
+
+def compare_action_selection(torch, ref, agent: DQLAgent, data: dict, log: list) -> dict:
+    """The reference's sample_action against ours on the same weights, candidates noise and states."""
+    agent = reference.load_into_agent(agent, reference.parameter_groups(ref))
+    steps = agent.hp.diffusion_steps
+    candidates_diff, probability_diff, same_choice = 0.0, 0.0, 0
+    for state in data["observations"][:FLAGS.action_states]:
+        log.clear()
+        chosen = ref.sample_action(state)
+        draws = [value for name, value, _ in log if name != "multinomial"]
+        (_, index, probabilities), = [entry for entry in log if entry[0] == "multinomial"]
+        noise = jnp.asarray(chain_noise(draws, steps))
+        candidates, q = agent.action_candidates(jnp.asarray(state[None]), noise)
+        ours_probabilities = np.asarray(jax.nn.softmax(q[0]))
+        candidates_diff = max(candidates_diff, float(np.max(np.abs(np.asarray(candidates[0][int(index[0])]) - chosen))))
+        probability_diff = max(probability_diff, float(np.max(np.abs(ours_probabilities - probabilities))))
+        same_choice += int(np.argmax(ours_probabilities) == np.argmax(probabilities))
+    return {"states": FLAGS.action_states, "chosen_action_max_abs": candidates_diff,
+            "probabilities_max_abs": probability_diff, "same_most_likely_candidate": same_choice}
+
+
+def main(argv):
+    del argv
+    if FLAGS.algo != "dql":
+        raise app.UsageError(f"--algo={FLAGS.algo}: the reference is Diffusion-QL; only --algo=dql compares")
+    torch, ql_diffusion = reference.load_reference(FLAGS.repo)
+    log = install_recorders(torch, ql_diffusion)
+    if FLAGS.dataset:
+        from dql.data import load_dataset
+
+        dataset = load_dataset(FLAGS.dataset)
+        data = {key: np.asarray(getattr(dataset, key), np.float32) for key in
+                ("observations", "actions", "rewards", "next_observations", "dones")}
+    else:
+        data = random_transitions(100_000, FLAGS.obs_dim, FLAGS.act_dim, FLAGS.seed)
+    results = [compare_variant(torch, ql_diffusion, log, data, variant) for variant in FLAGS.variants]
+    print(json.dumps({"benchmark": "reference_parity", "dataset": FLAGS.dataset or "random transitions",
+                      "torch_version": torch.__version__, "jax_version": jax.__version__,
+                      "date": time.strftime("%Y-%m-%d"), "variants": results}, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)
