@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -31,8 +30,9 @@ from typing import NamedTuple
 import numpy as np
 from absl import app, flags, logging
 
-from dql.logs import file_safe, read_csv
+from dql.logs import file_safe
 from experiments.paper_scores import PAPER_SCORES
+from experiments.runs import find_runs, load_run  # noqa: F401  (report.find_runs is public)
 
 flags.DEFINE_string("out", "report", "Folder for report.md, performance_profile.png and the learning curves.")
 flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the confidence intervals. The probability of "
@@ -66,52 +66,6 @@ def _bootstrap_seed(seed: int):
         yield
     finally:
         np.random.set_state(state)
-
-
-# ----------------------------------------------------------------------------------------------- runs on disk
-
-
-def find_runs(paths: list[str]) -> list[Path]:
-    """Run folders at or below `paths`: deduplicated, sorted."""
-    found: dict[Path, Path] = {}
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise SystemExit(f"error: {path} is neither a run folder (with config.json) nor a folder above them")
-        configs = sorted(path.rglob("config.json"))
-        if not configs:
-            print(f"warning: no run folder (with config.json) at or below {path}", file=sys.stderr)
-        for config in configs:
-            folder = config.parent
-            if any(folder.glob("seed_*/config.json")):
-                continue  # a multi-seed program's own config: its seed_<n>/ folders are the runs
-            found.setdefault(folder.resolve(), folder)  # the same run reached through two arguments counts once
-    return sorted(found.values())
-
-
-def load_run(path: Path) -> dict | None:
-    """algo, dataset, seed, final score (normalized where the dataset has reference scores) and the curve."""
-    config = json.loads((path / "config.json").read_text())
-    summary_path = path / "summary.json"
-    if not summary_path.exists():
-        print(f"warning: {path} has no summary.json (unfinished run); left out", file=sys.stderr)
-        return None
-    summary = json.loads(summary_path.read_text())
-    if "final" not in summary:
-        print(f"warning: {path} ran no evaluation; left out", file=sys.stderr)
-        return None
-    key = "score_mean" if summary["final"].get("score_mean") is not None else "return_mean"
-    rows = [r for r in read_csv(path / "metrics.csv") if r.get(f"eval_{key}")]
-    return {
-        "algo": config["algo"],
-        "dataset": summary["dataset"]["name"],
-        "seed": config["seed"],
-        "path": path,
-        "score": float(summary["final"][key]),
-        "normalized": key == "score_mean",
-        "curve": ([int(r["step"]) for r in rows], [float(r[f"eval_{key}"]) for r in rows]),
-        "data_average": summary["dataset"]["average_normalized_score"] if key == "score_mean"
-        else summary["dataset"]["average_return"],
-    }
 
 
 # ------------------------------------------------------------------------------------------- score matrices

@@ -1,0 +1,111 @@
+"""This project's Diffusion-QL against the paper's code, seed by seed: when each seed takes off, and the curves.
+
+    python -m experiments.parity_curves runs/parity [--takeoff=SCORE] [--out_dir=experiments/results/dql-parity]
+
+Reads every run folder below the given paths (ours from `python -m dql.train --algo=dql`, the reference's from
+`python -m benchmarks.reference_curves`), groups them by algorithm on one dataset, and writes:
+
+- `takeoff.json`: per seed the evaluated scores and the take-off step, the first evaluation at or above --takeoff
+  (default: halfway from the data's average normalized score to 100), and per algorithm the median take-off step
+  (a seed that never reaches it counts as later than the last evaluation) and the mean score at each step;
+- `curves.png`: every seed's curve, thin, and each algorithm's mean, thick, with the take-off threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+
+from experiments.runs import find_runs, load_run
+
+flags.DEFINE_float("takeoff", None, "Take-off score (default: halfway from the data average to 100).")
+flags.DEFINE_string("out_dir", "experiments/results/dql-parity", "Output folder (takeoff.json, curves.png).")
+FLAGS = flags.FLAGS
+
+
+def takeoff_step(steps: list[int], scores: list[float], threshold: float) -> int | None:
+    """The first evaluated step whose score reaches threshold, None if none does."""
+    return next((step for step, score in zip(steps, scores) if score >= threshold), None)
+
+
+def median_takeoff(takeoffs: list[int | None]) -> float | str:
+    """Median over seeds, a seed that never took off ranking after all that did; '>last' when that is the median."""
+    ranked = sorted(takeoffs, key=lambda t: (t is None, t or 0))
+    middle = ranked[(len(ranked) - 1) // 2: len(ranked) // 2 + 1]
+    if any(t is None for t in middle):
+        return "never" if all(t is None for t in middle) else "between the last evaluation and never"
+    return float(np.mean(middle))
+
+
+def summarize(runs: list[dict], threshold: float) -> dict:
+    by_algo: dict[str, list[dict]] = {}
+    for run in runs:
+        by_algo.setdefault(run["algo"], []).append(run)
+    out = {}
+    for algo, algo_runs in sorted(by_algo.items()):
+        seeds = {}
+        for run in sorted(algo_runs, key=lambda r: r["seed"]):
+            steps, scores = run["curve"]
+            seeds[str(run["seed"])] = {"steps": steps, "scores": [round(s, 2) for s in scores],
+                                       "takeoff_step": takeoff_step(steps, scores, threshold)}
+        common = sorted(set.intersection(*(set(s["steps"]) for s in seeds.values())))
+        mean = {str(step): round(float(np.mean([s["scores"][s["steps"].index(step)] for s in seeds.values()])), 2)
+                for step in common}
+        out[algo] = {"seeds": seeds, "median_takeoff_step": median_takeoff([s["takeoff_step"] for s in seeds.values()]),
+                     "mean_score_by_step": mean}
+    return out
+
+
+def plot(runs: list[dict], summary: dict, threshold: float, dataset: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = dict(zip(sorted(summary), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for run in runs:
+        ax.plot(*run["curve"], color=colors[run["algo"]], alpha=0.35, linewidth=1)
+    for algo, entry in summary.items():
+        steps = [int(s) for s in entry["mean_score_by_step"]]
+        ax.plot(steps, list(entry["mean_score_by_step"].values()), color=colors[algo], linewidth=2.5,
+                label=f"{algo}: {len(entry['seeds'])} seeds, median take-off {entry['median_takeoff_step']}")
+    ax.axhline(threshold, color="grey", linestyle=":", label=f"take-off score {threshold:.1f}")
+    ax.axhline(runs[0]["data_average"], color="black", linestyle="--", linewidth=1, label="data average")
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel("normalized score")
+    ax.set_title(f"Diffusion-QL, this project against the paper's code: {dataset}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    runs = [run for run in (load_run(path) for path in find_runs(argv[1:] or ["runs"])) if run is not None]
+    if not runs:
+        sys.exit("error: no finished run folders (with summary.json) below the given paths")
+    datasets = sorted({run["dataset"] for run in runs})
+    if len(datasets) != 1 or not all(run["normalized"] for run in runs):
+        sys.exit(f"error: expected runs on one dataset with normalized scores, found {', '.join(datasets)}")
+    threshold = FLAGS.takeoff if FLAGS.takeoff is not None else (runs[0]["data_average"] + 100.0) / 2
+    summary = summarize(runs, threshold)
+    out = Path(FLAGS.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"dataset": datasets[0], "data_average": runs[0]["data_average"], "takeoff_score": threshold,
+              "algorithms": summary}
+    (out / "takeoff.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(runs, summary, threshold, datasets[0], out / "curves.png")
+    for algo, entry in summary.items():
+        takeoffs = {seed: s["takeoff_step"] for seed, s in entry["seeds"].items()}
+        print(f"{algo}: take-off steps by seed {takeoffs}; median {entry['median_takeoff_step']}; "
+              f"mean score by step {entry['mean_score_by_step']}")
+    print(f"wrote {out / 'takeoff.json'} and {out / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    app.run(main)

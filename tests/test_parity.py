@@ -1,0 +1,70 @@
+"""experiments.parity_curves (take-off steps and their medians against hand-computed cases, the whole script on
+small run folders) and the progress line's ETA."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from dql.logs import Progress
+from experiments.parity_curves import median_takeoff, takeoff_step
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_takeoff_is_the_first_evaluation_at_the_threshold():
+    assert takeoff_step([10, 20, 30, 40], [5.0, 49.9, 50.0, 80.0], 50.0) == 30
+    assert takeoff_step([10, 20, 30], [60.0, 10.0, 70.0], 50.0) == 10  # the first, not the last crossing
+    assert takeoff_step([10, 20], [1.0, 2.0], 50.0) is None
+
+
+def test_median_takeoff_ranks_seeds_that_never_took_off_last():
+    assert median_takeoff([30, 10, 20]) == 20
+    assert median_takeoff([40, 10, 30, 20]) == 25  # even count: the two middle ones
+    assert median_takeoff([None, 10, 20]) == 20  # the one that never took off is the latest
+    assert median_takeoff([None, None, 20]) == "never"
+    assert median_takeoff([None, 10, None, 20]) == "between the last evaluation and never"
+
+
+def _run_folder(folder: Path, algo: str, seed: int, scores: list[float]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"algo": algo, "seed": seed}))
+    steps = [10_000 * (i + 1) for i in range(len(scores))]
+    final = {"step": steps[-1], "return_mean": 0.0, "return_std": 0.0, "score_mean": scores[-1], "score_std": 0.0}
+    dataset = {"name": "gym:Hopper-v5/full-replay", "average_normalized_score": 20.0, "average_return": 200.0}
+    (folder / "summary.json").write_text(json.dumps({"final": final, "dataset": dataset}))
+    with open(folder / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "eval_score_mean"])
+        writer.writeheader()
+        writer.writerows({"step": s, "eval_score_mean": v} for s, v in zip(steps, scores))
+
+
+def test_parity_curves_writes_takeoffs_medians_and_the_figure(tmp_path):
+    # Default threshold: halfway from the data average (20) to 100 = 60.
+    for seed, scores in enumerate([[10, 70, 80], [10, 20, 65], [5, 10, 30]]):
+        _run_folder(tmp_path / "runs" / "dql" / f"seed_{seed}", "dql", seed, scores)
+    for seed, scores in enumerate([[60, 70, 80], [10, 61, 65]]):
+        _run_folder(tmp_path / "runs" / "reference" / f"seed_{seed}", "dql-reference", seed, scores)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "experiments.parity_curves", str(tmp_path / "runs"),
+                             f"--out_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "takeoff.json").read_text())
+    assert summary["takeoff_score"] == 60.0
+    ours, theirs = summary["algorithms"]["dql"], summary["algorithms"]["dql-reference"]
+    assert [s["takeoff_step"] for s in ours["seeds"].values()] == [20_000, 30_000, None]
+    assert ours["median_takeoff_step"] == 30_000
+    assert theirs["median_takeoff_step"] == 15_000
+    assert ours["mean_score_by_step"]["30000"] == 58.33  # (80 + 65 + 30) / 3, rounded
+    assert (out / "curves.png").stat().st_size > 10_000
+
+
+def test_progress_eta_follows_the_latest_window():
+    # SAC's random-action start runs far faster than its updates; the ETA must not keep that pace.
+    stream = io.StringIO()
+    progress = Progress(total_steps=100_000, label="run", stream=stream)
+    progress.update(5_000, 5_000, 1.0, {})  # 5000 steps/s
+    progress.update(10_000, 5_000, 50.0, {})  # 100 steps/s: 90,000 steps left -> 15 minutes
+    assert "ETA 15m00s" in stream.getvalue().splitlines()[-1]
