@@ -19,25 +19,28 @@ Activation = Callable[[jax.Array], jax.Array]
 
 @jax.custom_jvp
 def mish(x: jax.Array) -> jax.Array:
-    """Mish, x tanh(softplus(x)), in closed form: x (1 - 2 r) with r = 1 / (w (w + 2) + 2), w = e^x.
+    """Mish, x tanh(softplus(x)), in closed form: x n / (n + 2) with n = w (w + 2), w = e^x.
 
     One exp and one reciprocal instead of exp, log1p and tanh: with its derivative below it runs several times
     faster than jax.nn.mish on CPU, where Diffusion-QL's 256-wide layers spend a sizeable share of a step in it.
-    Clamping the exponent at 20 is exact in float32 (r < 1e-17 there) and keeps w (w + 2) finite.
+    Written as n / (n + 2), not the equal 1 - 2 / (n + 2): for negative x the latter cancels and loses digits
+    (relative error ~1e-5 at x = -5), which made updates drift from the reference's float64 trajectory 6x
+    faster than its own float32 run does. Clamping the exponent at 20 is exact in float32 and keeps n finite.
     """
     w = jnp.exp(jnp.minimum(x, 20.0))
-    r = 1.0 / (w * (w + 2.0) + 2.0)
-    return x - 2.0 * x * r
+    n = w * (w + 2.0)
+    return x * n / (n + 2.0)
 
 
 @mish.defjvp
 def _mish_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     w = jnp.exp(jnp.minimum(x, 20.0))
-    r = 1.0 / (w * (w + 2.0) + 2.0)
-    # d/dx mish = tanh(sp) + x sech^2(sp) sigmoid(x) = 1 - 2 r + 4 x w (w + 1) r^2, with sp = softplus(x).
-    slope = 1.0 - 2.0 * r + 4.0 * x * w * (w + 1.0) * r * r
-    return x - 2.0 * x * r, slope * dx
+    n = w * (w + 2.0)
+    r = 1.0 / (n + 2.0)
+    # d/dx [x n / (n + 2)] = n / (n + 2) + 2 x n' / (n + 2)^2, with n' = 2 w (w + 1).
+    slope = n * r + 4.0 * x * w * (w + 1.0) * r * r
+    return x * n * r, slope * dx
 
 
 ACTIVATIONS: dict[str, Activation] = {
