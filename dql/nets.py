@@ -23,9 +23,9 @@ def mish(x: jax.Array) -> jax.Array:
 
     One exp and one reciprocal instead of exp, log1p and tanh: with its derivative below it runs several times
     faster than jax.nn.mish on CPU, where Diffusion-QL's 256-wide layers spend a sizeable share of a step in it.
-    Written as n / (n + 2), not the equal 1 - 2 / (n + 2): for negative x the latter cancels and loses digits
-    (relative error ~1e-5 at x = -5), which made updates drift from the reference's float64 trajectory 6x
-    faster than its own float32 run does. Clamping the exponent at 20 is exact in float32 and keeps n finite.
+    Written as n / (n + 2), not the equal 1 - 2 / (n + 2), which cancels for negative x (relative error ~1e-5 at
+    x = -5); this form stays within 2.5e-7 of the exact value. Clamping the exponent at 20 is exact in float32
+    and keeps n finite.
     """
     w = jnp.exp(jnp.minimum(x, 20.0))
     n = w * (w + 2.0)
