@@ -21,6 +21,9 @@ def test_next_observations_from_successor_rows_timeouts_dropped_terminals_kept(t
     np.testing.assert_array_equal(ds.next_observations[:, 0], np.array(kept) + 1)
     np.testing.assert_array_equal(ds.dones, [0, 0, 0, 0, 0, 0, 0, 1, 0, 0])  # the terminal at row 8 is kept
     np.testing.assert_array_equal(ds.actions, raw["actions"][kept])
+    # Each kept row's next action is its successor row's, also where that successor is a dropped timeout row
+    # (row 3 -> 4); at the terminal (row 8) it is the next episode's first, masked by done.
+    np.testing.assert_array_equal(ds.next_actions, raw["actions"][np.array(kept) + 1])
     np.testing.assert_array_equal(ds.rewards, raw["rewards"][kept])
     # Episode returns use every row, split at terminals and timeouts.
     r = raw["rewards"].astype(np.float64)

@@ -235,6 +235,9 @@ def read_hdf5(path: str | Path, name: str | None = None) -> Dataset:
         keep[-1] = False  # the last row has no successor in the file
     if not keep.any():
         raise DatasetError(f"{path}: no transition is left after dropping the rows at timeouts")
+    # Taken before the timeout rows go: the row before a timeout keeps its real successor's action (at a terminal
+    # the next row belongs to another episode, which the done flag masks).
+    next_actions = np.concatenate([actions[1:], actions[-1:]], axis=0)
 
     name = name or (str(attrs["name"]) if "name" in attrs else _NAME_BY_FILE.get(path.name, path.stem))
     if "ref_min_score" in attrs and "ref_max_score" in attrs:
@@ -254,6 +257,7 @@ def read_hdf5(path: str | Path, name: str | None = None) -> Dataset:
         env_id=str(attrs["env_id"]) if "env_id" in attrs else None,
         ref_min_score=ref_min,
         ref_max_score=ref_max,
+        next_actions=next_actions[keep].astype(np.float32),
     )
 
 

@@ -39,9 +39,15 @@ class Dataset:
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     ref_min_score: float | None = None
     ref_max_score: float | None = None
+    # The action taken at s' (the next row of its episode; a repeat of `actions` where none follows): ReBRAC's
+    # critic penalty needs it. Optional, so that a Dataset built by hand without it still trains the others.
+    next_actions: np.ndarray | None = None
 
     def __post_init__(self):
         validate_transitions(self.arrays(), self.source)
+        if self.next_actions is not None and self.next_actions.shape != self.actions.shape:
+            raise DatasetError(f"{self.source}: 'next_actions' has shape {self.next_actions.shape}, expected the "
+                               f"actions' {self.actions.shape}")
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -55,7 +61,10 @@ class Dataset:
         return self.actions.shape[1]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {key: getattr(self, key) for key in TRANSITION_KEYS}
+        arrays = {key: getattr(self, key) for key in TRANSITION_KEYS}
+        if self.next_actions is not None:
+            arrays["next_actions"] = self.next_actions
+        return arrays
 
     def normalized_score(self, returns) -> np.ndarray | None:
         if self.ref_min_score is None or self.ref_max_score is None:

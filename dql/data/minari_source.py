@@ -55,7 +55,7 @@ def load(dataset_id: str) -> Dataset:
     minari_dataset = _open(minari, dataset_id)
     name = f"minari:{dataset_id}"
     columns = {key: [] for key in ("observations", "actions", "rewards", "next_observations", "terminals",
-                                   "timeouts")}
+                                   "timeouts", "next_actions")}
     returns = []
     for episode in minari_dataset.iterate_episodes():
         observations = episode.observations
@@ -67,7 +67,9 @@ def load(dataset_id: str) -> Dataset:
         truncations = np.asarray(episode.truncations, bool)
         columns["observations"].append(observations[:-1])
         columns["next_observations"].append(observations[1:])
-        columns["actions"].append(np.asarray(episode.actions, np.float32).reshape(len(terminations), -1))
+        actions = np.asarray(episode.actions, np.float32).reshape(len(terminations), -1)
+        columns["actions"].append(actions)
+        columns["next_actions"].append(np.concatenate([actions[1:], actions[-1:]]))  # the last repeats its own
         columns["rewards"].append(np.asarray(episode.rewards, np.float32))
         columns["terminals"].append(terminations)
         columns["timeouts"].append(truncations & ~terminations)
@@ -93,6 +95,7 @@ def load(dataset_id: str) -> Dataset:
         env_kwargs=env_kwargs,
         ref_min_score=_float_or_none(metadata.get("ref_min_score")),
         ref_max_score=_float_or_none(metadata.get("ref_max_score")),
+        next_actions=arrays["next_actions"],
     )
 
 
