@@ -101,10 +101,11 @@ def main():
         "rewards": rng.normal(size=batch).astype(np.float32),
         "next_observations": rng.normal(size=(batch, obs_dim)).astype(np.float32),
         "dones": (rng.random(batch) < 0.3).astype(np.float32),
+        "next_actions": rng.uniform(-1, 1, (batch, act_dim)).astype(np.float32),  # ReBRAC's critic penalty
     }
     mesh = make_layout(4).mesh
     report = {}
-    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql"):
+    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql"):
         algo_config = config if algo == "dql" else _baseline_config(algo)
         report[algo] = _compare_updates(algo, algo_config, data, mesh, obs_dim, act_dim)
     report["layouts"] = _compare_layouts(data)

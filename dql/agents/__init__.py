@@ -8,7 +8,9 @@ from dql.agents.bc import BCAgent, BCHyperparams
 from dql.agents.cql import CQLAgent, CQLHyperparams
 from dql.agents.diffusion_bc import DiffusionBCAgent, DiffusionBCHyperparams
 from dql.agents.dql import DQLAgent, DQLHyperparams
+from dql.agents.fql import FQLAgent, FQLHyperparams
 from dql.agents.iql import IQLAgent, IQLHyperparams
+from dql.agents.rebrac import ReBRACAgent, ReBRACHyperparams
 from dql.agents.sac import SACAgent, SACHyperparams
 from dql.agents.td3bc import TD3BCAgent, TD3BCHyperparams
 
@@ -19,6 +21,8 @@ AGENTS = {
     "td3bc": (TD3BCAgent, TD3BCHyperparams),
     "iql": (IQLAgent, IQLHyperparams),
     "cql": (CQLAgent, CQLHyperparams),
+    "rebrac": (ReBRACAgent, ReBRACHyperparams),
+    "fql": (FQLAgent, FQLHyperparams),
     "sac": (SACAgent, SACHyperparams),  # online: python -m dql.train --algo=sac --env=Hopper-v5
 }
 
