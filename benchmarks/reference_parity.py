@@ -15,6 +15,9 @@ minibatches and the same random numbers, and are compared after 1, 10 and --upda
 - compared: the critic loss, the actor's BC and Q losses of every update; the clipped gradients the optimisers
   applied (recorded when the reference's optimisers step); the four parameter groups (actor, EMA actor, critics,
   target critics).
+- the tolerance: the reference run once more in float64 (same initial weights, same draws replayed). Its distance
+  from the float32 run is what float32 rounding alone does to the reference; ours is judged against it, and its
+  own distance from the float64 run is reported beside.
 - variants: the default backup, then the max-Q backup (--variants), each with the cosine learning-rate schedule
   stepped every --lr_decay_every updates so that the schedule is compared too.
 - action selection: with the final reference weights loaded into ours, `sample_action` of the reference against
@@ -23,6 +26,8 @@ minibatches and the same random numbers, and are compared after 1, 10 and --upda
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import time
 
@@ -34,11 +39,14 @@ from absl import app, flags
 
 from benchmarks import reference
 from benchmarks.common import config_for, random_transitions
+from dql.agents import diffusion_actor
 from dql.agents.dql import DQLAgent, DQLHyperparams, DQLNoise
+from dql.diffusion import DiffusionSchedule
 
 flags.DEFINE_string("repo", None, "Path to a checkout of Zhendong-Wang/Diffusion-Policies-for-Offline-RL.")
 flags.DEFINE_string("dataset", None, "A --dataset to draw minibatches from (default: random transitions).")
-flags.DEFINE_integer("updates", 1000, "Updates to compare (checkpoints at 1, 10 and this).")
+flags.DEFINE_integer("updates", 1000, "Updates to compare.")
+flags.DEFINE_list("checkpoints", ["1", "10"], "Updates after which to compare, besides the last.")
 flags.DEFINE_list("variants", ["default", "max_q_backup"], "Backups to compare: default, max_q_backup.")
 flags.DEFINE_integer("lr_decay_every", 100, "Updates per step of the cosine schedule (the reference's train() call).")
 flags.DEFINE_float("grad_norm", 4.0, "Gradient clip (hopper-medium-replay's).")
@@ -53,14 +61,15 @@ LOSSES = ("critic_loss", "bc_loss", "ql_loss", "actor_loss")
 
 
 def checkpoints_of(updates: int) -> list[int]:
-    return sorted({1, 10, updates})
+    return sorted({*(int(k) for k in FLAGS.checkpoints if int(k) <= updates), updates})
 
 
 class Recorder:
-    """Stands in for a module (torch, numpy, numpy.random) and logs what its random functions return."""
+    """Stands in for a module (torch, numpy, numpy.random) and logs what its random functions return; with a
+    `Replay`, they return its numbers instead of drawing."""
 
-    def __init__(self, module, log: list, submodules: dict | None = None):
-        self._module, self._log, self._submodules = module, log, submodules or {}
+    def __init__(self, module, log: list, submodules: dict | None = None, replay: "Replay | None" = None):
+        self._module, self._log, self._submodules, self._replay = module, log, submodules or {}, replay
 
     def __getattr__(self, name):
         if name in self._submodules:
@@ -70,7 +79,7 @@ class Recorder:
             return value
 
         def recorded(*args, **kwargs):
-            out = value(*args, **kwargs)
+            out = self._replay.next(name, args) if self._replay else value(*args, **kwargs)
             inputs = args[0].detach().numpy().copy() if name == "multinomial" else None
             self._log.append((name, np.array(out.detach().numpy() if hasattr(out, "detach") else out), inputs))
             return out
@@ -78,15 +87,34 @@ class Recorder:
         return recorded
 
 
-def install_recorders(torch, ql_diffusion) -> list:
-    """Route the reference's random draws through recorders; returns the shared log."""
+class Replay:
+    """Another run's draws, in order, returned in the dtype the caller works in (float64 in the exact run)."""
+
+    def __init__(self, torch, draws: list[list]):
+        self.torch = torch
+        self.queue = [(name, value) for update in draws for name, value, _ in update]
+        self.position = 0
+
+    def next(self, name: str, args):
+        expected, value = self.queue[self.position]
+        if name != expected:
+            raise RuntimeError(f"replay: the run asked for {name} where the recorded run drew {expected}")
+        self.position += 1
+        if name == "uniform":
+            return float(value)
+        tensor = self.torch.from_numpy(np.array(value))
+        if name == "randint":
+            return tensor
+        return tensor.to(args[0].dtype if name == "randn_like" else self.torch.get_default_dtype())
+
+
+def route_draws(torch, ql_diffusion, log: list, replay: Replay | None = None) -> None:
+    """Send the reference's random draws through recorders (replaying `replay` if given)."""
     import sys
 
-    log: list = []
-    sys.modules["agents.diffusion"].torch = Recorder(torch, log)
-    ql_diffusion.torch = Recorder(torch, log)
-    ql_diffusion.np = Recorder(np, log, {"random": Recorder(np.random, log)})
-    return log
+    sys.modules["agents.diffusion"].torch = Recorder(torch, log, replay=replay)
+    ql_diffusion.torch = Recorder(torch, log, replay=replay)
+    ql_diffusion.np = Recorder(np, log, {"random": Recorder(np.random, log, replay=replay)})
 
 
 def chain_noise(draws: list, steps: int) -> np.ndarray:
@@ -182,22 +210,24 @@ def our_gradients(agent: DQLAgent, batch: dict, noise: DQLNoise):
     return {"critic": clipped[0], "actor": clipped[1]}
 
 
-def run_reference(torch, ql_diffusion, log, config, data, indices, perturb: bool) -> dict:
+def run_reference(torch, ql_diffusion, log, config, data, indices, exact: dict | None = None) -> dict:
     """Train the reference on the fixed minibatches; snapshots, applied gradients, losses and draws per update.
 
-    perturb moves every initial weight by one float32 ulp: the same run with a rounding-sized change, whose
-    distance from the exact run is the float32 noise floor that any two correct implementations share.
+    Given the float32 run `exact`, the same run again in float64: its initial weights and its recorded draws,
+    every module and minibatch cast to float64. Its distance from the float32 run is how far float32 rounding
+    alone takes the reference, the tolerance any float32 implementation has to be judged by.
     """
     obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
     torch.manual_seed(FLAGS.seed)
     np.random.seed(FLAGS.seed)
     ref = reference.reference_agent(ql_diffusion, config, obs_dim, act_dim)
-    if perturb:
-        with torch.no_grad():
-            for module, copy in ((ref.actor, ref.ema_model), (ref.critic, ref.critic_target)):
-                for param in module.parameters():
-                    param.copy_(torch.nextafter(param, torch.full_like(param, float("inf"))))
-                copy.load_state_dict(module.state_dict())
+    dtype = np.float32
+    if exact is not None:
+        for module in (ref.actor, ref.ema_model, ref.critic, ref.critic_target):
+            module.double()  # in place: the optimizers keep the same parameters
+        torch.set_default_dtype(torch.float64)
+        route_draws(torch, ql_diffusion, log, Replay(torch, exact["draws"]))
+        dtype = np.float64
     checkpoints = checkpoints_of(FLAGS.updates)
     run = {"snapshots": {}, "draws": [], "losses": {key: [] for key in LOSSES}, "agent": ref,
            "initial": reference.parameter_groups(ref)}
@@ -209,7 +239,7 @@ def run_reference(torch, ql_diffusion, log, config, data, indices, perturb: bool
         if count in checkpoints:
             run["snapshots"][count] = reference.parameter_groups(ref)
 
-    sampler = Minibatches(torch, data, indices, on_update)
+    sampler = Minibatches(torch, {key: value.astype(dtype) for key, value in data.items()}, indices, on_update)
     counter = lambda: sampler.count  # noqa: E731  (the update in progress, 1-based)
     ref.critic_optimizer = GradientTap(ref.critic_optimizer, lambda: _grads_of(reference.critic_params, ref.critic),
                                        set(checkpoints), counter)
@@ -223,17 +253,37 @@ def run_reference(torch, ql_diffusion, log, config, data, indices, perturb: bool
             run["losses"][key].extend(metrics[key])
         done += chunk
     on_update(sampler.count)
+    if exact is not None:
+        torch.set_default_dtype(torch.float32)
+        route_draws(torch, ql_diffusion, log)
     run.update(seconds=time.perf_counter() - start, sampler=sampler,
                gradients={"critic": ref.critic_optimizer.recorded, "actor": ref.actor_optimizer.recorded},
                lr=float(ref.actor_optimizer.param_groups[0]["lr"]))
     return run
 
 
+@contextlib.contextmanager
+def reference_constants(diffusion):
+    """Our agent computing with the reference's schedule constants: it computes them in float32 (cumprod, sqrt,
+    ...), we in float64 rounded once, so they differ by ~1e-7 relative, which x_0 = c1 x_t - c2 eps amplifies."""
+    values = {field.name: getattr(diffusion, field.name).double().numpy() for field in
+              dataclasses.fields(DiffusionSchedule) if hasattr(diffusion, field.name)}
+    values["alphas"] = 1.0 - values["betas"]
+    original = diffusion_actor.schedule
+    diffusion_actor.schedule = lambda hp: DiffusionSchedule(**values)
+    try:
+        yield
+    finally:
+        diffusion_actor.schedule = original
+
+
 def run_ours(agent: DQLAgent, ref_run: dict, config) -> dict:
     """Our updates on the reference run's minibatches and draws; the same records as run_reference."""
     n_backup = config.num_q_backup_samples if config.max_q_backup else 1
     checkpoints = checkpoints_of(FLAGS.updates)
-    update, gradients = jax.jit(DQLAgent.update_with_noise), jax.jit(our_gradients)
+    # Fresh functions, so that a run under `reference_constants` traces anew instead of reusing a cached trace.
+    update = jax.jit(lambda agent, batch, noise: agent.update_with_noise(batch, noise))
+    gradients = jax.jit(lambda agent, batch, noise: our_gradients(agent, batch, noise))
     run = {"snapshots": {}, "losses": {key: [] for key in LOSSES}, "gradients": {"critic": {}, "actor": {}}}
     start = time.perf_counter()
     for k in range(FLAGS.updates):
@@ -276,17 +326,21 @@ def compare_variant(torch, ql_diffusion, log, data, variant: str) -> dict:
                   steps=2 * FLAGS.updates)  # the schedule is halfway down at the last update compared
     act_dim = data["actions"].shape[1]
     indices = np.random.default_rng(FLAGS.seed).integers(0, len(data["rewards"]), (FLAGS.updates, config.batch_size))
-    exact = run_reference(torch, ql_diffusion, log, config, data, indices, perturb=False)
+    exact = run_reference(torch, ql_diffusion, log, config, data, indices)
     hp = DQLHyperparams.from_config(config, (1.0,) * act_dim)
     initial = DQLAgent.create(jax.random.PRNGKey(0), data["observations"].shape[1], act_dim, hp)
     ours = run_ours(reference.load_into_agent(initial, exact["initial"]), exact, config)
-    perturbed = run_reference(torch, ql_diffusion, log, config, data, indices, perturb=True)
+    with reference_constants(exact["agent"].actor):
+        ours_constants = run_ours(reference.load_into_agent(initial, exact["initial"]), exact, config)
+    float64 = run_reference(torch, ql_diffusion, log, config, data, indices, exact=exact)
     return {
         "variant": variant, "updates": FLAGS.updates, "grad_norm": config.grad_norm,
         "ema_start": config.ema_start, "lr_at_last_update": exact["lr"],
         "seconds": {"reference": round(exact["seconds"], 1), "ours": round(ours["seconds"], 1)},
         "ours_vs_reference": differences(ours, exact),
-        "reference_vs_reference_moved_one_ulp": differences(perturbed, exact),
+        "reference_float32_vs_float64": differences(exact, float64),
+        "ours_vs_reference_float64": differences(ours, float64),
+        "ours_with_reference_constants_vs_reference_float64": differences(ours_constants, float64),
         "action_selection": compare_action_selection(torch, exact["agent"], ours["agent"], data, log),
     }
 
@@ -316,7 +370,8 @@ def main(argv):
     if FLAGS.algo != "dql":
         raise app.UsageError(f"--algo={FLAGS.algo}: the reference is Diffusion-QL; only --algo=dql compares")
     torch, ql_diffusion = reference.load_reference(FLAGS.repo)
-    log = install_recorders(torch, ql_diffusion)
+    log: list = []
+    route_draws(torch, ql_diffusion, log)
     if FLAGS.dataset:
         from dql.data import load_dataset
 
