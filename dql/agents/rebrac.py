@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from flax.training.train_state import TrainState
 
 from dql.agents import common
+from dql.agents.td3bc import TD3BCAgent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,15 +129,10 @@ def actor_objective(policy_actions, dataset_actions, q, beta: float, normalize_q
     return jnp.mean(beta * penalty - lam * q), jnp.mean(penalty), lam
 
 
-class ReBRACAgent(struct.PyTreeNode):
-    actor: TrainState
-    actor_target_params: Any
-    critic: TrainState
-    critic_target_params: Any
-    observation_mean: jax.Array
-    observation_std: jax.Array
-    rng: jax.Array
-    step: jax.Array
+class ReBRACAgent(TD3BCAgent):
+    """TD3+BC's state (actor, critics, their targets, observation statistics) and deterministic action selection,
+    with ReBRAC's networks, penalties and update."""
+
     hp: ReBRACHyperparams = struct.field(pytree_node=False)
 
     @classmethod
@@ -164,13 +159,6 @@ class ReBRACAgent(struct.PyTreeNode):
             step=jnp.zeros((), jnp.int32),
             hp=hp,
         )
-
-    def _normalize(self, observations):
-        return (observations - self.observation_mean) / self.observation_std
-
-    def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
-        del rng  # deterministic policy
-        return self.actor.apply_fn(self.actor.params, self._normalize(observations)) * jnp.asarray(self.hp.max_action)
 
     def critic_targets(self, next_observations, next_dataset_actions, rewards, dones, noise):
         """The critics' regression targets and the smoothed target-policy actions a' (unit box, normalised states).
