@@ -8,34 +8,12 @@ import numpy as np
 import pytest
 
 from dql.agents import create_agent
+from dql.data.bandit import BEST, MODE_REWARDS, MODES, RADIUS, bandit_data, mode_fractions
 from tests.conftest import tiny_config
 from tests.helpers import run_chunk
 
-MODES = np.array([[0.7, 0.7], [-0.7, 0.7], [-0.7, -0.7], [0.7, -0.7]], np.float32)
-MODE_REWARDS = np.array([1.0, 0.6, 0.2, 0.6], np.float32)
-BEST = 0
-RADIUS = 0.3
 # The toy asks for a finer chain than the RL default (vp, T = 5) to separate four tight modes in few steps.
 DIFFUSION = dict(beta_schedule="linear", diffusion_steps=10)
-
-
-def bandit_data(n=4000, seed=0):
-    rng = np.random.default_rng(seed)
-    mode = rng.integers(0, 4, n)
-    actions = np.clip(MODES[mode] + 0.05 * rng.normal(size=(n, 2)), -1, 1).astype(np.float32)
-    return {
-        "observations": np.zeros((n, 1), np.float32),
-        "actions": actions,
-        "rewards": MODE_REWARDS[mode],
-        "next_observations": np.zeros((n, 1), np.float32),
-        "dones": np.ones(n, np.float32),  # one-step episodes: Q(s, a) = r(a)
-    }
-
-
-def mode_fractions(actions):
-    distance = np.linalg.norm(actions[:, None, :] - MODES[None], axis=-1)
-    near = distance < RADIUS
-    return near.mean(axis=0)  # fraction of samples near each mode
 
 
 @pytest.fixture(scope="module")

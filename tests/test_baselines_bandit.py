@@ -1,4 +1,4 @@
-"""The baselines on the 2-D multimodal bandit of test_bandit.py (four action modes, rewards 1.0 / 0.6 / 0.2 / 0.6).
+"""The baselines on the 2-D multimodal bandit of dql.data.bandit (four action modes, rewards 1.0 / 0.6 / 0.2 / 0.6).
 
 Each assertion is one a plausible bug would fail: a flipped Q or advantage sign sends the policy to the worst
 mode, a flipped conservative term lets the policy leave the data, a unimodal BC that reproduced modes would mean
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dql.agents import create_agent
-from tests.test_bandit import BEST, MODES, bandit_data, mode_fractions
+from dql.data.bandit import BEST, MODES, bandit_data, mode_fractions
 from dql.parallel import build_train_chunk, make_layout, seed_slice
 from tests.helpers import run_chunk
 

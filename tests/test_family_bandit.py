@@ -21,19 +21,15 @@ import pytest
 from dql.agents import create_agent, hyperparams, select_actions
 from dql.agents.fql import q_loss
 from dql.agents.rebrac import actor_objective, critic_backup
+from dql.data.bandit import BEST, MODE_REWARDS, MODES, bandit_data, mode_fractions
 from tests.helpers import run_chunk
-from tests.test_bandit import BEST, MODE_REWARDS, MODES, bandit_data, mode_fractions
 
 STATE = 1.0
 
 
 @pytest.fixture(scope="module")
 def data():
-    data = bandit_data()
-    data["observations"] = np.full_like(data["observations"], STATE)
-    data["next_observations"] = data["observations"].copy()
-    data["next_actions"] = data["actions"].copy()
-    return data
+    return bandit_data(state=STATE)
 
 
 # Both methods' bandit settings. The closed-form checks build their agents with the same ones, so the compiled
