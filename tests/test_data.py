@@ -125,6 +125,7 @@ def test_reward_tunes():
     r = np.array([0.0, 1.0, 1.0, 0.0], np.float32)
     np.testing.assert_allclose(tune_rewards(r, "cql_antmaze", None), [-2, 2, 2, -2])
     np.testing.assert_allclose(tune_rewards(r, "iql_antmaze", None), [-1, 0, 0, -1])
+    np.testing.assert_allclose(tune_rewards(np.array([0.0, 4.0, 1.0]), "minmax", None), [-1.0, 1.0, -0.5])
     normalized = tune_rewards(r, "normalize", None)
     assert normalized.mean() == pytest.approx(0.0) and normalized.std() == pytest.approx(1.0)
     np.testing.assert_allclose(tune_rewards(r, "iql_locomotion", np.array([10.0, 30.0, 20.0])), r * 50.0)

@@ -22,6 +22,8 @@ def test_vp_betas_match_the_discretised_sde():
 
 def test_linear_and_cosine_betas():
     np.testing.assert_allclose(make_betas("linear", 3), [1e-4, (1e-4 + 2e-2) / 2, 2e-2])
+    np.testing.assert_allclose(make_betas("scaled_linear", 1000), make_betas("linear", 1000))
+    np.testing.assert_allclose(make_betas("scaled_linear", 100)[[0, -1]], [1e-3, 0.2])
     T, s = 10, 0.008
     betas = make_betas("cosine", T)
     f = lambda t: np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731

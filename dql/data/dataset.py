@@ -11,7 +11,7 @@ import numpy as np
 from dql.data import scores
 
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "dones")
-REWARD_TUNES = ("no", "normalize", "cql_antmaze", "iql_antmaze", "iql_locomotion")
+REWARD_TUNES = ("no", "normalize", "cql_antmaze", "iql_antmaze", "iql_locomotion", "minmax")
 
 
 class DatasetError(ValueError):
@@ -139,7 +139,8 @@ def tune_rewards(rewards: np.ndarray, mode: str, returns: np.ndarray) -> np.ndar
     """The reward transforms of Diffusion-QL's `reward_tune` option.
 
     normalize: standardise; cql_antmaze: (r - 0.5) * 4; iql_antmaze: r - 1; iql_locomotion: scale so that the
-    range of episode returns is 1000 (IQL's locomotion scaling).
+    range of episode returns is 1000 (IQL's locomotion scaling); minmax: map the rewards' range onto [-1, 1] (EDP's
+    Kitchen and Adroit rewards).
     """
     rewards = rewards.astype(np.float32)
     if mode == "no":
@@ -155,6 +156,11 @@ def tune_rewards(rewards: np.ndarray, mode: str, returns: np.ndarray) -> np.ndar
         if spread <= 0:
             raise DatasetError("reward_tune='iql_locomotion' needs episodes with different returns")
         return rewards * (1000.0 / spread)
+    if mode == "minmax":
+        low, high = float(rewards.min()), float(rewards.max())
+        if high <= low:
+            raise DatasetError("reward_tune='minmax' needs rewards that are not all equal")
+        return (2.0 * (rewards - low) / (high - low) - 1.0).astype(np.float32)
     raise DatasetError(f"unknown reward_tune {mode!r}; expected one of {REWARD_TUNES}")
 
 

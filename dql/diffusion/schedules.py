@@ -10,12 +10,21 @@ import dataclasses
 
 import numpy as np
 
-SCHEDULES = ("linear", "cosine", "vp")
+SCHEDULES = ("linear", "scaled_linear", "cosine", "vp")
 
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> np.ndarray:
     """Ho et al. (2020): betas evenly spaced from beta_start to beta_end."""
     return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
+
+
+def scaled_linear_betas(num_steps: int) -> np.ndarray:
+    """Nichol & Dhariwal's (2021) extension of Ho et al.'s linear betas to any T (EDP's "linear"): both ends scaled
+    by 1000 / T, so that alpha_bar_T stays near zero for short chains; equal to `linear` at T = 1000."""
+    scale = 1000.0 / num_steps
+    if scale * 2e-2 >= 1.0:
+        raise ValueError(f"beta schedule 'scaled_linear' needs more than 20 diffusion steps, got {num_steps}")
+    return linear_betas(num_steps, scale * 1e-4, scale * 2e-2)
 
 
 def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
@@ -41,6 +50,8 @@ def make_betas(name: str, num_steps: int) -> np.ndarray:
         raise ValueError(f"diffusion steps must be >= 1, got {num_steps}")
     if name == "linear":
         return linear_betas(num_steps)
+    if name == "scaled_linear":
+        return scaled_linear_betas(num_steps)
     if name == "cosine":
         return cosine_betas(num_steps)
     if name == "vp":
