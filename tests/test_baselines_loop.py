@@ -1,4 +1,4 @@
-"""Every baseline through the real loop on a tiny Pendulum file: train, evaluate, checkpoint, restore, act."""
+"""Every baseline and family member through the real loop on a tiny Pendulum file: train, evaluate, checkpoint, restore, act."""
 
 import importlib
 import json
@@ -24,7 +24,9 @@ def tiny(algo, **overrides):
 
 
 @pytest.mark.parametrize("algo, overrides", [
-    ("bc", {}), ("diffusion_bc", {}), ("iql", {}), ("cql", {"num_samples": 2, "lagrange": True}),
+    ("bc", {}), ("diffusion_bc", {}), ("iql", {}), ("cql", {"num_samples": 2, "lagrange": True}), ("rebrac", {}),
+    ("fql", {"flow_steps": 3}), ("edp", {"diffusion_steps": 40, "dpm_steps": 3, "num_action_candidates": 4}),
+    ("idql", {"actor_hidden_dim": 16, "actor_num_blocks": 1, "time_dim": 8, "num_samples": 4}),
 ])
 def test_baseline_trains_evaluates_and_restores(tmp_path, pendulum_file, algo, overrides):
     dataset = d4rl.read_hdf5(pendulum_file)

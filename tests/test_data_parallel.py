@@ -17,7 +17,7 @@ def test_data_parallel_update_equals_single_device_update():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.split("REPORT ", 1)[1])
-    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql"):
+    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql"):
         gaps = report[algo]
         assert gaps["metric_gap"] <= 1e-4, (algo, gaps)
         assert gaps["param_gap"] < 1e-5 * max(1.0, gaps["param_scale"]), (algo, gaps)

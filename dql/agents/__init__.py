@@ -8,7 +8,9 @@ from dql.agents.bc import BCAgent, BCHyperparams
 from dql.agents.cql import CQLAgent, CQLHyperparams
 from dql.agents.diffusion_bc import DiffusionBCAgent, DiffusionBCHyperparams
 from dql.agents.dql import DQLAgent, DQLHyperparams
+from dql.agents.edp import EDPAgent, EDPHyperparams
 from dql.agents.fql import FQLAgent, FQLHyperparams
+from dql.agents.idql import IDQLAgent, IDQLHyperparams
 from dql.agents.iql import IQLAgent, IQLHyperparams
 from dql.agents.rebrac import ReBRACAgent, ReBRACHyperparams
 from dql.agents.sac import SACAgent, SACHyperparams
@@ -23,6 +25,8 @@ AGENTS = {
     "cql": (CQLAgent, CQLHyperparams),
     "rebrac": (ReBRACAgent, ReBRACHyperparams),
     "fql": (FQLAgent, FQLHyperparams),
+    "edp": (EDPAgent, EDPHyperparams),
+    "idql": (IDQLAgent, IDQLHyperparams),
     "sac": (SACAgent, SACHyperparams),  # online: python -m dql.train --algo=sac --env=Hopper-v5
 }
 
