@@ -17,15 +17,9 @@ import optax
 import pytest
 
 from dql.agents import create_agent, hyperparams
-from dql.agents.edp import (
-    EDPNoise,
-    awr_weights,
-    clip_by_head_norm,
-    crr_weights,
-    one_step_actions,
-    target_policy_due,
-    unit_gaussian_log_prob,
-)
+from dql.agents.edp import (EDPNoise, awr_weights, crr_weights, one_step_actions, target_policy_due,
+                            unit_gaussian_log_prob)
+from dql.agents.edp_nets import clip_by_head_norm
 from dql.agents.idql import idql_sample, implicit_weights, select_candidates
 from dql.data.bandit import BEST, MODE_REWARDS, MODES, RADIUS, bandit_data, mode_fractions
 from dql.diffusion import DiffusionSchedule, q_sample

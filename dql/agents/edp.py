@@ -38,10 +38,8 @@ Actions stay in the environment's units, clipped to +-max_action; dataset action
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Sequence
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -49,11 +47,11 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
+from dql.agents.edp_nets import EDPCritics, EDPNoiseNet, EDPValue, clip_by_head_norm
 from dql.agents.iql import expectile_loss
 from dql.diffusion import DiffusionSchedule, dpm_solver_sample, make_betas, predict_x0_from_eps, q_sample, sample
 from dql.diffusion.samplers import SPACINGS
 from dql.distributions import gaussian_log_prob
-from dql.nets import activation_by_name
 
 LOSS_TYPES = ("TD3", "CRR", "IQL")
 SAMPLERS = ("dpm", "ddpm")
@@ -118,96 +116,6 @@ class EDPHyperparams(common.Hyperparams):
         )
         if self.action_clip <= 0:
             raise ValueError(f"--config.action_clip must be > 0, got {self.action_clip}")
-
-
-# ---------------------------------------------------------------------------------------------------- networks
-
-
-def edp_time_embedding(t: jax.Array, dim: int) -> jax.Array:
-    """EDP's sinusoidal embedding of (possibly fractional) steps: [cos(t f_k), sin(t f_k)], f_k = 10000^(-k/(d/2))."""
-    half = dim // 2
-    frequencies = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
-    angles = jnp.asarray(t, jnp.float32)[..., None] * frequencies
-    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
-
-
-class EDPMLP(nn.Module):
-    """EDP's trunk: per hidden layer Dense -> LayerNorm? -> activation, then Dense(output_dim); flax default init."""
-
-    hidden_dims: Sequence[int]
-    output_dim: int
-    activation: str
-    layer_norm: bool
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = activation_by_name(self.activation)
-        for width in self.hidden_dims:
-            x = nn.Dense(width)(x)
-            if self.layer_norm:
-                x = nn.LayerNorm()(x)
-            x = act(x)
-        return nn.Dense(self.output_dim)(x)
-
-
-class EDPNoiseNet(nn.Module):
-    """eps(x_t, t, s): EDP's PolicyNet with its TimeEmbedding; t may be fractional (DPM-Solver)."""
-
-    action_dim: int
-    hidden_dims: Sequence[int]
-    time_dim: int
-    activation: str
-    layer_norm: bool
-
-    @nn.compact
-    def __call__(self, noisy_actions: jax.Array, t: jax.Array, observations: jax.Array) -> jax.Array:
-        act = activation_by_name(self.activation)
-        t_emb = nn.Dense(self.time_dim)(act(nn.Dense(2 * self.time_dim)(edp_time_embedding(t, self.time_dim))))
-        x = jnp.concatenate([observations, noisy_actions, t_emb], axis=-1)
-        return EDPMLP(self.hidden_dims, self.action_dim, self.activation, self.layer_norm)(x)
-
-
-class EDPCritics(nn.Module):
-    """num_heads Q(s, a) networks (EDP's Critic) as one batched computation (nn.vmap): returns [num_heads, B]."""
-
-    hidden_dims: Sequence[int]
-    activation: str
-    layer_norm: bool
-    num_heads: int = 2
-
-    @nn.compact
-    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
-        heads = nn.vmap(EDPMLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None, out_axes=0,
-                        axis_size=self.num_heads)(self.hidden_dims, 1, self.activation, self.layer_norm)
-        return heads(jnp.concatenate([observations, actions], axis=-1))[..., 0]
-
-
-class EDPValue(nn.Module):
-    """V(s) (EDP's Value, used by the IQL variant): [B]."""
-
-    hidden_dims: Sequence[int]
-    activation: str
-    layer_norm: bool
-
-    @nn.compact
-    def __call__(self, observations: jax.Array) -> jax.Array:
-        return EDPMLP(self.hidden_dims, 1, self.activation, self.layer_norm)(observations)[..., 0]
-
-
-def clip_by_head_norm(max_norm: float) -> optax.GradientTransformation:
-    """clip_by_global_norm applied to each head of an nn.vmap ensemble on its own (every leaf's axis 0 is the head):
-    what EDP gets from one optimiser per critic."""
-
-    def update_fn(updates, state, params=None):
-        del params
-        leaves = jax.tree_util.tree_leaves(updates)
-        squares = sum(jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1) for g in leaves)
-        norm = jnp.sqrt(squares)  # [heads]
-        scale = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, 1e-30))
-        return jax.tree_util.tree_map(lambda g: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype),
-                                      updates), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 # ------------------------------------------------------------------------------------------------- closed forms

@@ -16,9 +16,9 @@ trained with TD3 on locomotion and IQL on the other three domains"), and the rew
 r - 1 with IQL (`iql_antmaze`; (r - 0.5) x 4, our `cql_antmaze`, with TD3 or CRR), locomotion untouched (the IQL
 example in its README adds --norm_reward=True, our `iql_locomotion`), Kitchen and Adroit min-max scaled to
 [-1, 1] (`minmax`). The AntMaze rows set the IQL reward; with --config.loss_type=TD3 or CRR, EDP's trainer would use
-(r - 0.5) x 4: set --config.reward_tune=cql_antmaze with it. Datasets: halfcheetah/hopper/walker2d medium, medium-replay, medium-expert v2; antmaze umaze, umaze-diverse,
-medium-play, medium-diverse, large-play, large-diverse v0; pen human, cloned v1; kitchen complete, partial,
-mixed v0.
+(r - 0.5) x 4: set --config.reward_tune=cql_antmaze with it. Datasets: halfcheetah/hopper/walker2d medium,
+medium-replay, medium-expert v2; antmaze umaze, umaze-diverse, medium-play, medium-diverse, large-play,
+large-diverse v0; pen human, cloned v1; kitchen complete, partial, mixed v0.
 """
 
 from __future__ import annotations
