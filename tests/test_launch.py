@@ -131,6 +131,16 @@ def test_bad_sweep_files_fail_in_one_line_naming_the_file_and_key(tmp_path, text
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "sweeps").glob("[!_]*.py")), ids=lambda p: p.stem)
+def test_committed_sweep_files_load_and_name_every_run_once(path):
+    """A sweep file in the repository with an unknown algorithm, dataset kind or config key fails here, not after a
+    cluster allocation."""
+    sweep = sweeps.load_sweep(path)
+    runs = sweeps.expand(sweep, group_seeds=False)
+    assert {run.algo for run in runs} == set(sweep.algos) and {run.dataset for run in runs} == set(sweep.datasets)
+    assert len({run.name for run in runs}) == len(runs)
+
+
 def test_missing_sweep_file_and_foreign_manifest(tmp_path):
     with pytest.raises(sweeps.SweepError, match="no-such.py: no such sweep file"):
         sweeps.load_sweep(tmp_path / "no-such.py")
