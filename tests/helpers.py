@@ -64,3 +64,29 @@ def run_chunk(agent, data: dict, rng, batch_size: int, length: int):
     agents, rngs, metrics = chunk(stacked, data, jnp.asarray(rng)[None])
     first = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)  # noqa: E731
     return first(agents), rngs[0], {key: value[:, 0] for key, value in metrics.items()}
+
+
+def config_of(algo: str, **overrides):
+    """The algorithm's own config (dql/configs/ALGO.py) with `overrides`."""
+    import importlib
+
+    config = importlib.import_module(f"dql.configs.{algo}").get_config()
+    config.update(overrides)
+    return config
+
+
+def bandit_agent(algo: str, config, axis_name=None):
+    """The agent for the 2-D bandit (1-D state, 2-D action), built in one compiled call (op by op takes seconds)."""
+    import jax
+
+    from dql.agents import create_agent
+
+    return jax.jit(lambda key: create_agent(algo, key, 1, 2, [1.0, 1.0], config, axis_name))(jax.random.PRNGKey(0))
+
+
+def train_on_bandit(algo: str, data: dict, config):
+    """config.steps updates of batch 128 on the bandit's data; (agent, metrics)."""
+    import jax
+
+    agent, _, metrics = run_chunk(bandit_agent(algo, config, "data"), data, jax.random.PRNGKey(1), 128, config.steps)
+    return agent, metrics

@@ -11,18 +11,17 @@ actions themselves: every episode ends after one step, so they never enter a tar
 """
 
 import dataclasses
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dql.agents import create_agent, hyperparams, select_actions
+from dql.agents import hyperparams, select_actions
 from dql.agents.fql import q_loss
 from dql.agents.rebrac import actor_objective, critic_backup
 from dql.data.bandit import BEST, MODE_REWARDS, MODES, bandit_data, mode_fractions
-from tests.helpers import run_chunk
+from tests.helpers import bandit_agent, config_of, train_on_bandit
 
 STATE = 1.0
 
@@ -38,21 +37,8 @@ REBRAC = dict(hidden_dims=(64, 64), actor_bc_coef=0.01, critic_bc_coef=0.01, ste
 FQL = dict(hidden_dims=(64, 64), lr=1e-3, alpha=0.03, steps=1500)
 
 
-def config_of(algo, **overrides):
-    config = importlib.import_module(f"dql.configs.{algo}").get_config()
-    config.update(overrides)
-    return config
-
-
-def make_agent(algo, config, axis_name=None):
-    """The agent for the bandit (1-D state, 2-D action), built in one compiled call (op by op takes seconds)."""
-    return jax.jit(lambda key: create_agent(algo, key, 1, 2, [1.0, 1.0], config, axis_name))(jax.random.PRNGKey(0))
-
-
 def train(algo, data, **overrides):
-    config = config_of(algo, **overrides)
-    agent, _, metrics = run_chunk(make_agent(algo, config, "data"), data, jax.random.PRNGKey(1), 128, config.steps)
-    return agent, metrics
+    return train_on_bandit(algo, data, config_of(algo, **overrides))
 
 
 def states(n):
@@ -99,7 +85,7 @@ def test_rebrac_agent_target_penalty_noise_and_update_schedule():
     r, d = rng.normal(size=6).astype(np.float32), np.array([0, 1, 0, 0, 1, 0], np.float32)
     noise = 10.0 * rng.normal(size=(6, 2)).astype(np.float32)  # 0.2 x noise is clipped at 0.5
     beta = 0.7
-    agent = make_agent("rebrac", config_of("rebrac", **REBRAC))
+    agent = bandit_agent("rebrac", config_of("rebrac", **REBRAC))
     agent = agent.replace(hp=dataclasses.replace(agent.hp, critic_bc_coef=beta))
 
     @jax.jit
@@ -159,7 +145,7 @@ def test_fql_q_loss_and_distillation_closed_form():
 
     # A flow with constant velocity b integrates z to clip(z + b); a one-step policy with only an output bias c
     # returns c: the distillation loss is then mean (c - clip(z + b))^2, and its gradient 2 mean (c - clip(z + b)).
-    agent = make_agent("fql", config_of("fql", **FQL))
+    agent = bandit_agent("fql", config_of("fql", **FQL))
     b, c = np.array([0.3, -0.6], np.float32), np.array([0.1, 0.2], np.float32)
 
     def constant(params, value):

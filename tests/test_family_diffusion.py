@@ -8,7 +8,6 @@ schedule and LN_Resnet with T = 10 rather than 5, which separates the four tight
 """
 
 import dataclasses
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -16,14 +15,14 @@ import numpy as np
 import optax
 import pytest
 
-from dql.agents import create_agent, hyperparams
+from dql.agents import hyperparams
 from dql.agents.edp import (EDPNoise, awr_weights, crr_weights, one_step_actions, target_policy_due,
                             unit_gaussian_log_prob)
 from dql.agents.edp_nets import clip_by_head_norm
 from dql.agents.idql import idql_sample, implicit_weights, select_candidates
 from dql.data.bandit import BEST, MODE_REWARDS, MODES, RADIUS, bandit_data, mode_fractions
 from dql.diffusion import DiffusionSchedule, q_sample
-from tests.helpers import run_chunk
+from tests.helpers import bandit_agent, config_of, train_on_bandit
 
 STATE = 1.0
 # The bandit settings. The closed-form checks build their agents with the same ones, so the compiled initialiser is
@@ -37,22 +36,6 @@ IDQL = dict(hidden_dims=(32, 32), actor_hidden_dim=64, actor_num_blocks=1, time_
 @pytest.fixture(scope="module")
 def data():
     return bandit_data(state=STATE)
-
-
-def config_of(algo, **overrides):
-    config = importlib.import_module(f"dql.configs.{algo}").get_config()
-    config.update(overrides)
-    return config
-
-
-def make_agent(algo, config, axis_name=None):
-    """The agent for the bandit (1-D state, 2-D action), built in one compiled call (op by op takes seconds)."""
-    return jax.jit(lambda key: create_agent(algo, key, 1, 2, [1.0, 1.0], config, axis_name))(jax.random.PRNGKey(0))
-
-
-def train(algo, data, config):
-    agent, _, metrics = run_chunk(make_agent(algo, config, "data"), data, jax.random.PRNGKey(1), 128, config.steps)
-    return agent, metrics
 
 
 def states(n):
@@ -82,7 +65,7 @@ def test_edp_one_step_action_inverts_q_sample_and_the_guide_terms_closed_form():
 
     # The agent's x0_hat from a network whose noise prediction is the constant c, against float64 numpy; its
     # diffusion loss is mean (c - eps)^2.
-    agent = make_agent("edp", config_of("edp", **EDP))
+    agent = bandit_agent("edp", config_of("edp", **EDP))
     c = np.array([0.4, -1.1], np.float32)
     agent = agent.replace(actor=agent.actor.replace(
         params=constant_output(agent.actor.params, "EDPMLP_0", "Dense_2", c)))
@@ -140,7 +123,7 @@ def test_edp_weights_head_clipping_and_target_schedule_closed_form():
 
 
 def test_edp_picks_the_best_mode(data):
-    agent, metrics = train("edp", data, config_of("edp", **EDP))
+    agent, metrics = train_on_bandit("edp", data, config_of("edp", **EDP))
 
     @jax.jit
     def actions(agent):
@@ -198,7 +181,7 @@ def expectile(values: np.ndarray, tau: float) -> float:
 
 def test_idql_behaviour_keeps_every_mode_and_resampling_picks_the_best(data):
     config = config_of("idql", **IDQL)
-    agent, _ = train("idql", data, config)
+    agent, _ = train_on_bandit("idql", data, config)
     argmax = agent.replace(hp=dataclasses.replace(agent.hp, selection="argmax"))
 
     @jax.jit
