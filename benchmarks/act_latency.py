@@ -1,4 +1,5 @@
-"""Latency of one DQL action selection (N candidates through the T-step chain, softmax over target Q); JSON line.
+"""Latency of one action selection of any algorithm (for DQL: N candidates through the T-step chain, softmax over
+target Q); JSON line.
 
     python -m benchmarks.act_latency --obs_dim=17 --act_dim=6
 
@@ -20,6 +21,9 @@ from dql.agents import create_agent
 flags.DEFINE_list("batch_sizes", ["1", "10"], "States per call.")
 flags.DEFINE_integer("calls", 300, "Timed calls per batch size (after 20 warm-up calls).")
 FLAGS = flags.FLAGS
+# The config keys that set an algorithm's cost of acting, reported with the latencies where the algorithm has them.
+SELECTION_KEYS = ("num_action_candidates", "num_samples", "selection", "diffusion_steps", "sampler", "dpm_steps",
+                  "flow_steps")
 
 
 def main(argv):
@@ -52,8 +56,7 @@ def main(argv):
         "algo": FLAGS.algo,
         "obs_dim": FLAGS.obs_dim,
         "act_dim": FLAGS.act_dim,
-        "num_action_candidates": int(config.num_action_candidates),
-        "diffusion_steps": int(config.diffusion_steps),
+        "settings": {key: config[key] for key in SELECTION_KEYS if key in config},
         **results,
         "overrides": FLAGS.set,
         **device_facts(),

@@ -40,6 +40,7 @@ def random_transitions(num_rows: int, obs_dim: int, act_dim: int, seed: int = 0)
         "rewards": rng.normal(size=num_rows).astype(np.float32),
         "next_observations": rng.normal(size=(num_rows, obs_dim)).astype(np.float32),
         "dones": (rng.random(num_rows) < 0.01).astype(np.float32),
+        "next_actions": rng.uniform(-1, 1, (num_rows, act_dim)).astype(np.float32),  # ReBRAC's critic penalty
     }
 
 

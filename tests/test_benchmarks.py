@@ -34,4 +34,16 @@ def test_act_latency_benchmark_reports_each_batch_size():
     report = run_module("benchmarks.act_latency", *TINY, "--calls=5", "--batch_sizes=1,3")
     for key in ("batch_1", "batch_3"):
         assert 0 < report[key]["min_ms"] <= report[key]["median_ms"] <= report[key]["p90_ms"]
-    assert report["num_action_candidates"] == 4
+    assert report["settings"] == {"num_action_candidates": 4, "diffusion_steps": 5}
+
+
+def test_every_family_member_runs_in_the_benchmarks():
+    """ReBRAC's update needs the data's next actions; IDQL acts with num_samples, not num_action_candidates."""
+    rebrac = run_module("benchmarks.train_step", "--algo=rebrac", "--obs_dim=5", "--act_dim=2",
+                        "--set=hidden_dims=(16,)", "--batch_size=8", "--steps_per_dispatch=5", "--repeats=1",
+                        "--num_rows=50")
+    assert rebrac["metrics_finite"]
+    idql = run_module("benchmarks.act_latency", "--algo=idql", "--obs_dim=5", "--act_dim=2", "--set=hidden_dims=(16,)",
+                      "--set=actor_hidden_dim=16", "--set=actor_num_blocks=1", "--set=time_dim=8",
+                      "--set=num_samples=4", "--calls=5", "--batch_sizes=1")
+    assert idql["settings"]["num_samples"] == 4 and idql["batch_1"]["median_ms"] > 0
