@@ -29,6 +29,8 @@ def test_linear_and_cosine_betas():
     f = lambda t: np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
     np.testing.assert_allclose(np.cumprod(1 - betas)[:-1], f(np.arange(1, T)) / f(0), rtol=1e-10)
     assert betas[-1] == 0.999  # alpha_bar(T) = 0 would make beta_T = 1; it is clipped as in Nichol & Dhariwal
+    with pytest.raises(ValueError, match=r"needs more than 20 diffusion steps \(--config.diffusion_steps\), got 20"):
+        make_betas("scaled_linear", 20)
     with pytest.raises(ValueError, match="unknown beta schedule 'sigmoid'"):
         make_betas("sigmoid", 5)
 

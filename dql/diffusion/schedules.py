@@ -23,7 +23,8 @@ def scaled_linear_betas(num_steps: int) -> np.ndarray:
     by 1000 / T, so that alpha_bar_T stays near zero for short chains; equal to `linear` at T = 1000."""
     scale = 1000.0 / num_steps
     if scale * 2e-2 >= 1.0:
-        raise ValueError(f"beta schedule 'scaled_linear' needs more than 20 diffusion steps, got {num_steps}")
+        raise ValueError(f"beta schedule 'scaled_linear' needs more than 20 diffusion steps (--config.diffusion_steps), "
+                         f"got {num_steps}")
     return linear_betas(num_steps, scale * 1e-4, scale * 2e-2)
 
 
@@ -47,7 +48,7 @@ def vp_betas(num_steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> n
 
 def make_betas(name: str, num_steps: int) -> np.ndarray:
     if num_steps < 1:
-        raise ValueError(f"diffusion steps must be >= 1, got {num_steps}")
+        raise ValueError(f"diffusion steps must be >= 1 (--config.diffusion_steps), got {num_steps}")
     if name == "linear":
         return linear_betas(num_steps)
     if name == "scaled_linear":
@@ -56,7 +57,7 @@ def make_betas(name: str, num_steps: int) -> np.ndarray:
         return cosine_betas(num_steps)
     if name == "vp":
         return vp_betas(num_steps)
-    raise ValueError(f"unknown beta schedule {name!r}; expected one of {SCHEDULES}")
+    raise ValueError(f"unknown beta schedule {name!r} (--config.beta_schedule); expected one of {SCHEDULES}")
 
 
 @dataclasses.dataclass(frozen=True)
