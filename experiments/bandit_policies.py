@@ -14,7 +14,6 @@ each mode) to --out_dir; run folders stay in --workdir, and a method whose run i
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,8 @@ import numpy as np
 from absl import app, flags, logging
 
 import dql
-from dql.data.bandit import BEST, MODE_REWARDS, MODES, bandit_data, bandit_dataset, mode_fractions
+from dql.configs import resolve
+from dql.data.bandit import BEST, MODE_REWARDS, MODES, RADIUS, bandit_data, bandit_dataset, mode_fractions
 
 # The bandit's state is the constant 1: with an all-zero observation, LayerNorm critics (rebrac, fql) see a
 # near-zero spread at the centre of the action box and come out arbitrary there (see tests/test_family_bandit.py).
@@ -54,12 +54,10 @@ FLAGS = flags.FLAGS
 
 
 def bandit_config(algo: str):
-    """The method's own config with the toy settings; one chunk per run, saved at its end."""
-    config = importlib.import_module(f"dql.configs.{algo}").get_config()
-    config.update(SETTINGS[algo])
-    config.update(dict(batch_size=128, seed=0, eval_episodes=0, eval_every=config.steps, save_every=config.steps,
-                       steps_per_dispatch=500))
-    return config
+    """The method's own config with the toy settings (every key checked against it); saved at the end."""
+    steps = SETTINGS[algo]["steps"]
+    return resolve(algo, None, loop_flags={"seed": 0}, overrides=dict(
+        SETTINGS[algo], batch_size=128, eval_episodes=0, eval_every=steps, save_every=steps, steps_per_dispatch=500))
 
 
 def policy_actions(workdir: Path) -> np.ndarray:
@@ -81,7 +79,7 @@ def draw(panels: dict[str, np.ndarray], path: Path) -> None:
     for ax, (name, actions) in zip(axes.flat, panels.items()):
         ax.scatter(actions[:, 0], actions[:, 1], s=4, alpha=0.3, color="tab:blue" if name == "data" else "tab:red")
         for mode, reward in zip(MODES, MODE_REWARDS):
-            ax.add_patch(plt.Circle(mode, 0.3, fill=False, color="gray", lw=0.8))
+            ax.add_patch(plt.Circle(mode, RADIUS, fill=False, color="gray", lw=0.8))
             ax.annotate(f"r={reward:g}", 0.4 * mode, fontsize=7, color="gray", ha="center", va="center")
         near = mode_fractions(actions)
         ax.set_title(f"{name}: {near[BEST]:.0%} best, {near.sum():.0%} on a mode", fontsize=9)

@@ -67,12 +67,10 @@ def run_chunk(agent, data: dict, rng, batch_size: int, length: int):
 
 
 def config_of(algo: str, **overrides):
-    """The algorithm's own config (dql/configs/ALGO.py) with `overrides`."""
-    import importlib
+    """The algorithm's own config (dql/configs/ALGO.py) with `overrides`, each a key it has."""
+    from dql.configs import resolve
 
-    config = importlib.import_module(f"dql.configs.{algo}").get_config()
-    config.update(overrides)
-    return config
+    return resolve(algo, None, overrides=overrides)
 
 
 def bandit_agent(algo: str, config, axis_name=None):

@@ -23,8 +23,8 @@ def scaled_linear_betas(num_steps: int) -> np.ndarray:
     by 1000 / T, so that alpha_bar_T stays near zero for short chains; equal to `linear` at T = 1000."""
     scale = 1000.0 / num_steps
     if scale * 2e-2 >= 1.0:
-        raise ValueError(f"beta schedule 'scaled_linear' needs more than 20 diffusion steps (--config.diffusion_steps), "
-                         f"got {num_steps}")
+        raise ValueError(f"beta schedule 'scaled_linear' needs more than 20 diffusion steps "
+                         f"(--config.diffusion_steps), got {num_steps}")
     return linear_betas(num_steps, scale * 1e-4, scale * 2e-2)
 
 
