@@ -27,8 +27,11 @@ NO_MATCHING_ENV = {
     "D4RL's 29-dim vector with fixed goals",
     "kitchen": "gymnasium-robotics' FrankaKitchen-v1 observes 59 robot/object dims plus per-task goals, not D4RL's "
     "60-dim vector",
-    "maze2d": "gymnasium-robotics' PointMaze returns goal-conditioned dict observations, not D4RL's 4-dim vector",
+    "maze2d": "gymnasium-robotics' PointMaze returns goal-conditioned dict observations, not D4RL's 4-dim vector "
+    "(the generated gym:PointMaze_UMaze-v3/waypoint data are evaluated in it, flattened)",
 }
+# Envs whose dict observations every algorithm sees flattened (dql.data.maze.flatten_maze_observation).
+FLATTENED_PREFIXES = ("PointMaze",)
 
 
 def env_for_dataset(dataset: Dataset, env_flag: str | None) -> tuple[str, dict] | None:
@@ -51,7 +54,7 @@ def env_for_d4rl_name(name: str) -> tuple[str, dict] | None:
     return D4RL_ENVS.get(domain)
 
 
-def _register_robotics(env_id: str) -> None:
+def register_robotics(env_id: str) -> None:
     """gymnasium-robotics registers its envs on import; it is optional, so say how to get it when it is missing."""
     if not env_id.startswith(ROBOTICS_PREFIXES):
         return
@@ -65,12 +68,40 @@ def _register_robotics(env_id: str) -> None:
     gym.register_envs(gymnasium_robotics)
 
 
+def flattening_wrappers(env_id: str) -> list:
+    """The wrappers every env of `env_id` gets: a point maze's dict observation becomes the data's flat vector
+    [x, y, vx, vy, goal_x, goal_y] (dql.data.maze.flatten_maze_observation)."""
+    if not env_id.startswith(FLATTENED_PREFIXES):
+        return []
+    import gymnasium as gym
+
+    from dql.data.maze import flatten_maze_observation
+
+    space = gym.spaces.Box(-np.inf, np.inf, (6,), np.float64)
+    return [lambda env: gym.wrappers.TransformObservation(env, flatten_maze_observation, space)]
+
+
+def make_env(env_id: str, env_kwargs: dict):
+    """One env of `env_id`, wrapped as the data see it (see flattening_wrappers)."""
+    import gymnasium as gym
+
+    register_robotics(env_id)
+    try:
+        env = gym.make(env_id, **env_kwargs)
+    except gym.error.Error as error:
+        raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
+    for wrapper in flattening_wrappers(env_id):
+        env = wrapper(env)
+    return env
+
+
 def make_vector_env(env_id: str, env_kwargs: dict, num_envs: int):
     import gymnasium as gym
 
-    _register_robotics(env_id)
+    register_robotics(env_id)
     try:
-        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **env_kwargs)
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                            wrappers=flattening_wrappers(env_id) or None, **env_kwargs)
     except gym.error.Error as error:
         raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
 
@@ -82,11 +113,7 @@ def check_env_matches(dataset: Dataset, env_id: str, env_kwargs: dict) -> np.nda
     """
     import gymnasium as gym
 
-    _register_robotics(env_id)
-    try:
-        env = gym.make(env_id, **env_kwargs)
-    except gym.error.Error as error:
-        raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
+    env = make_env(env_id, env_kwargs)
     try:
         obs_shape, act_space = env.observation_space.shape, env.action_space
     finally:

@@ -10,6 +10,7 @@ files the two readings differ at most in the file's last row.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import sys
 import time
@@ -195,9 +196,9 @@ def _max_action(path: Path, attrs: dict, actions: np.ndarray) -> np.ndarray:
 def read_hdf5(path: str | Path, name: str | None = None) -> Dataset:
     """Read a D4RL-format hdf5 file into a Dataset with qlearning_dataset semantics (see module docstring).
 
-    Metadata the project writes into its own files (name, env_id, reference scores, max_action) is read from the
-    root attributes; a file named as d4rl names its downloads (hopper_medium-v2.hdf5) is taken for that dataset,
-    with D4RL's reference scores.
+    Metadata the project writes into its own files (name, env_id, env_kwargs as JSON, reference scores,
+    max_action) is read from the root attributes; a file named as d4rl names its downloads (hopper_medium-v2.hdf5)
+    is taken for that dataset, with D4RL's reference scores.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -255,10 +256,24 @@ def read_hdf5(path: str | Path, name: str | None = None) -> Dataset:
         episode_returns=episode_returns(rewards, terminals | timeouts),
         max_action=_max_action(path, attrs, actions),
         env_id=str(attrs["env_id"]) if "env_id" in attrs else None,
+        env_kwargs=_env_kwargs(path, attrs),
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         next_actions=next_actions[keep].astype(np.float32),
     )
+
+
+def _env_kwargs(path: Path, attrs: dict) -> dict:
+    """The evaluation env's keyword arguments: the file's `env_kwargs` attribute, a JSON object."""
+    if "env_kwargs" not in attrs:
+        return {}
+    try:
+        kwargs = json.loads(str(attrs["env_kwargs"]))
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}: attribute 'env_kwargs' is not JSON ({error})") from error
+    if not isinstance(kwargs, dict):
+        raise DatasetError(f"{path}: attribute 'env_kwargs' is {type(kwargs).__name__}, expected a JSON object")
+    return kwargs
 
 
 def _infer_max_action(actions: np.ndarray) -> np.ndarray:

@@ -8,12 +8,17 @@ The medium and expert actors ship inside the package (`dql/data/policies/<EnvId>
 `python -m dql.collect --train_policies`) with the returns measured for them; the random policy's and the
 expert's returns are the 0 and 100 of the normalized score.
 
+The point mazes (PointMaze_UMaze-v3, PointMaze_Medium-v3, PointMaze_Large-v3) have D4RL maze2d's kind of data
+instead: a noisy waypoint controller driving to random goals (`waypoint`, evaluated at D4RL's fixed goal, and
+`waypoint-multitask`, the same rows evaluated at random goals; see dql.data.maze).
+
 Files are written once into the cache (`$DQL_DATASET_DIR/gym/<EnvId>/`, default ~/.cache/dql/datasets) under a
 temporary name and renamed when complete; the same spec and seed always give the identical file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -25,7 +30,7 @@ import h5py
 import jax
 import numpy as np
 
-from dql.data import d4rl
+from dql.data import d4rl, maze, scores
 from dql.data.behaviour import BehaviourPolicy
 from dql.data.builtin import cache_dir
 from dql.data.dataset import Dataset, DatasetError, episode_returns
@@ -34,6 +39,8 @@ ENVS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 LEVELS = ("random", "medium", "medium-replay", "full-replay", "expert", "medium-expert")
 # The replay tiers: SAC's buffer up to the step of this shipped policy.
 REPLAY_UNTIL = {"medium-replay": "medium", "full-replay": "expert"}
+# The levels each env has: D4RL's policy tiers for locomotion, the waypoint controller's for the point mazes.
+LEVELS_OF = {**{env: LEVELS for env in ENVS}, **{env: tuple(maze.LEVELS) for env in maze.ENVS}}
 DEFAULT_TRANSITIONS = 1_000_000
 DEFAULT_SEED = 0
 NUM_ENVS = 16
@@ -51,10 +58,11 @@ def parse_spec(spec: str) -> tuple[str, str, int]:
         raise DatasetError(f"--dataset={spec!r}: expected gym:<EnvId>/<level>[/<transitions>], e.g. "
                            "gym:Hopper-v5/medium")
     env_id, level = parts[0], parts[1]
-    if env_id not in ENVS:
-        raise DatasetError(f"--dataset={spec!r}: unknown env {env_id!r}; generated datasets exist for {', '.join(ENVS)}")
-    if level not in LEVELS:
-        raise DatasetError(f"--dataset={spec!r}: unknown level {level!r}; expected one of {', '.join(LEVELS)}")
+    if env_id not in LEVELS_OF:
+        raise DatasetError(f"--dataset={spec!r}: unknown env {env_id!r}; generated datasets exist for "
+                           f"{', '.join(LEVELS_OF)}")
+    if level not in LEVELS_OF[env_id]:
+        raise DatasetError(f"--dataset={spec!r}: unknown level {level!r}; {env_id} has {', '.join(LEVELS_OF[env_id])}")
     transitions = DEFAULT_TRANSITIONS
     if len(parts) == 3:
         if not parts[2].isdigit() or int(parts[2]) < 1:
@@ -76,6 +84,8 @@ def dataset_name(env_id: str, level: str, transitions: int) -> str:
 
 def dataset_path(env_id: str, level: str, transitions: int, seed: int) -> Path:
     size = "" if level in REPLAY_UNTIL else f"-{transitions}"
+    if env_id in maze.ENVS:
+        level = maze.DATA_LEVEL  # the maze levels differ in their evaluation only: one file holds their rows
     return cache_dir() / "gym" / env_id / f"{level}{size}-seed{seed}.hdf5"
 
 
@@ -94,8 +104,8 @@ def reference(env_id: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _versions() -> str:
-    names = ("dql", "gymnasium", "mujoco", "jax", "numpy")
+def _versions(extra: tuple[str, ...] = ()) -> str:
+    names = ("dql", "gymnasium", "mujoco", "jax", "numpy") + extra
     found = {}
     for name in names:
         try:
@@ -188,6 +198,8 @@ def generate(env_id: str, level: str, transitions: int = DEFAULT_TRANSITIONS, se
     `replay` (`dql.policy_training.replay_sac`).
     """
     path = path or dataset_path(env_id, level, transitions, seed)
+    if env_id in maze.ENVS:
+        return _generate_maze(env_id, transitions, seed, path)
     name = dataset_name(env_id, level, transitions)
     label = f"{env_id}/{level}"
     attrs = {"name": name, "env_id": env_id, "level": level, "seed": seed, "versions": _versions()}
@@ -222,6 +234,32 @@ def generate(env_id: str, level: str, transitions: int = DEFAULT_TRANSITIONS, se
     attrs["behaviour_mean_return"] = float(np.mean(result["episode_returns"]))
     attrs["policies_sha256"] = policies_digest(env_id, level)
     d4rl.write_hdf5(path, result["arrays"], attrs)
+    return path
+
+
+def maze_evaluation(env_id: str, level: str) -> dict:
+    """A maze level's evaluation: its env kwargs and its normalized score's reference returns."""
+    mode = maze.LEVELS[level]
+    ref_min, ref_max = scores.GENERATED_MAZE_REFERENCE_SCORES[(env_id, mode)]
+    return {"env_kwargs": maze.evaluation_kwargs(env_id, level), "ref_min_score": ref_min, "ref_max_score": ref_max}
+
+
+def _generate_maze(env_id: str, transitions: int, seed: int, path: Path) -> Path:
+    """The waypoint controller's rows (dql.data.maze). The file describes itself as the `waypoint` level (evaluated
+    at D4RL's fixed goal) and records the multi-task references too; `load` applies the level asked for."""
+    arrays = maze.generate_waypoint_data(env_id, transitions, seed, label=f"{env_id}/{maze.DATA_LEVEL}")
+    single, multi = maze_evaluation(env_id, maze.DATA_LEVEL), maze_evaluation(env_id, "waypoint-multitask")
+    attrs = {"name": dataset_name(env_id, maze.DATA_LEVEL, transitions), "env_id": env_id,
+             "level": maze.DATA_LEVEL, "seed": seed, "versions": _versions(("gymnasium-robotics",)),
+             "behaviour": f"waypoint controller (P {maze.P_GAIN}, D {maze.D_GAIN}) with N(0, {maze.ACTION_NOISE}^2) "
+                          "action noise driving to random goals; a timeout at each goal arrival (within "
+                          f"{maze.ARRIVAL_RADIUS}) and time limit",
+             "generator_version": maze.GENERATOR_VERSION,
+             "env_kwargs": json.dumps(single["env_kwargs"]),
+             "ref_min_score": single["ref_min_score"], "ref_max_score": single["ref_max_score"],
+             "multitask_ref_min_score": multi["ref_min_score"], "multitask_ref_max_score": multi["ref_max_score"],
+             "behaviour_mean_return": float(np.mean(_with_returns(arrays)["episode_returns"]))}
+    d4rl.write_hdf5(path, arrays, attrs)
     return path
 
 
@@ -264,7 +302,14 @@ def load(spec: str, seed: int = DEFAULT_SEED, replay: ReplayFn | None = None) ->
         except DatasetError as error:
             raise DatasetError(f"{error}. It is the cached copy of {spec}: delete it and it will be generated "
                                "again") from error
-        if level != "random":
+        if env_id in maze.ENVS:
+            with h5py.File(path, "r") as f:
+                made_by = int(f.attrs.get("generator_version", -1))
+            if made_by != maze.GENERATOR_VERSION:
+                print(f"{path} was made by another version of the waypoint generator; regenerating it",
+                      file=sys.stderr, flush=True)
+                path.unlink()
+        elif level != "random":
             shipped_policy(env_id, REPLAY_UNTIL.get(level, "expert"))
             with h5py.File(path, "r") as f:
                 made_from = str(f.attrs.get("policies_sha256", ""))
@@ -277,4 +322,8 @@ def load(spec: str, seed: int = DEFAULT_SEED, replay: ReplayFn | None = None) ->
         start = time.monotonic()
         generate(env_id, level, transitions, seed, path, replay=replay)
         print(f"  done in {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
-    return d4rl.read_hdf5(path)
+    dataset = d4rl.read_hdf5(path)
+    if env_id in maze.ENVS:  # one file serves every maze level: the level sets the evaluation and its scale
+        dataset = dataclasses.replace(dataset, name=dataset_name(env_id, level, transitions),
+                                      **maze_evaluation(env_id, level))
+    return dataset

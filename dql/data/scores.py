@@ -22,6 +22,21 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "maze2d-large": (6.7, 273.99),
 }
 
+# The project's generated point-maze data (dql.data.maze, gym:PointMaze_*-v3/waypoint[-multitask]): mean returns of
+# uniform random actions (0) and of the noise-free waypoint controller (100) in the evaluation env, per maze and
+# evaluation ("single": D4RL's fixed goal cell, "multi": a random goal per episode), measured by
+# dql.data.maze.maze_reference_returns(env_id, 50, 0, level) with gymnasium-robotics 1.4.2, gymnasium 1.4.0 and
+# mujoco 4.0.0 (50 episodes each: the standard errors of these means are about 3-7 for random, 6-15 for the
+# controller).
+GENERATED_MAZE_REFERENCE_SCORES: dict[tuple[str, str], tuple[float, float]] = {
+    ("PointMaze_UMaze-v3", "single"): (6.18, 213.1),
+    ("PointMaze_UMaze-v3", "multi"): (11.64, 230.16),
+    ("PointMaze_Medium-v3", "single"): (16.18, 431.26),
+    ("PointMaze_Medium-v3", "multi"): (9.24, 457.56),
+    ("PointMaze_Large-v3", "single"): (6.18, 564.92),
+    ("PointMaze_Large-v3", "multi"): (6.48, 580.62),
+}
+
 
 def reference_scores(dataset_name: str) -> tuple[float, float] | None:
     """(min, max) reference returns for a D4RL dataset name, or None when the domain has none."""
