@@ -171,8 +171,22 @@ def training_arrays(dataset: Dataset, reward_tune: str = "no") -> dict[str, np.n
     return arrays
 
 
+WINDOW_KEYS = ("window_starts", "window_offsets")
+
+
 def sample_batch(data: dict[str, jax.Array], key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
-    """Uniform minibatch (with replacement) from device-resident arrays; runs inside the compiled loop."""
+    """Uniform minibatch (with replacement) from device-resident arrays; runs inside the compiled loop.
+
+    Transitions: every array is per row, and the batch is batch_size rows. Windows (trajectory models such as
+    Diffuser): when `data` holds "window_starts" [N_w] (row indices) and "window_offsets" [H] (arange(H); its static
+    shape is the horizon), batch_size starts are drawn uniformly and every other (per-row) array is gathered at rows
+    start + offsets, giving [batch_size, H, ...]; the two window keys stay out of the batch.
+    """
+    if "window_starts" in data:
+        starts, offsets = data["window_starts"], data["window_offsets"]
+        chosen = jnp.take(starts, jax.random.randint(key, (batch_size,), 0, starts.shape[0]), axis=0)
+        rows = chosen[:, None] + offsets[None, :]
+        return {name: jnp.take(value, rows, axis=0) for name, value in data.items() if name not in WINDOW_KEYS}
     size = data["rewards"].shape[0]
     index = jax.random.randint(key, (batch_size,), 0, size)
     return jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=0), data)
