@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from dql import logs
-from dql.agents import create_agent
+from dql.agents import AGENTS, create_agent
 from dql.data import REWARD_TUNES, Dataset, training_arrays
 from dql.evaluation import Evaluator
 from dql.parallel import Layout, build_train_chunk, make_layout, put, seed_slice, stack_seeds, to_host
@@ -134,11 +134,32 @@ class StopSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _agent_hook(config, name: str):
+    """The agent class's own data hook `name`, or None (every algorithm but those that define it)."""
+    return getattr(AGENTS[config.algo][0], name, None) if config.algo in AGENTS else None
+
+
+def agent_arrays(config, dataset: Dataset) -> dict[str, np.ndarray]:
+    """The host arrays the loop samples minibatches from: the transitions with the reward transform, or the agent
+    class's `training_arrays(dataset, config)` when it has one (Diffuser's trajectory windows)."""
+    hook = _agent_hook(config, "training_arrays")
+    return hook(dataset, config) if hook is not None else training_arrays(dataset, config.reward_tune)
+
+
+def agent_statistics(config, dataset: Dataset):
+    """What `create` gets as observation_stats: (mean, std) of the observations, or the agent class's
+    `dataset_statistics(dataset, config)` when it has one (Diffuser's normaliser of observations and actions)."""
+    hook = _agent_hook(config, "dataset_statistics")
+    if hook is not None:
+        return hook(dataset, config)
+    return dataset.observations.mean(axis=0), dataset.observations.std(axis=0)
+
+
 def initial_state(config, dataset: Dataset, layout: Layout) -> tuple[object, np.ndarray]:
     """Host arrays of the S agents and data keys; seed s's equal a separate run's with --seed=s."""
     keys = [jax.random.split(jax.random.PRNGKey(int(config.seed) + index)) for index in range(layout.num_seeds)]
     agent_keys, data_keys = np.stack([k[0] for k in keys]), np.stack([k[1] for k in keys])
-    observation_stats = (dataset.observations.mean(axis=0), dataset.observations.std(axis=0))
+    observation_stats = agent_statistics(config, dataset)
 
     def make(key):
         return create_agent(config.algo, key, dataset.observation_dim, dataset.action_dim, dataset.max_action,
@@ -212,7 +233,7 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
         evaluator = None
         if env is not None and int(config.eval_episodes) > 0:
             evaluator = Evaluator(env[0], env[1], int(config.eval_episodes), seeds, dataset)
-        data = put(training_arrays(dataset, config.reward_tune), layout.replicated)
+        data = put(agent_arrays(config, dataset), layout.replicated)
         state = (put(agents, layout.seed_sharding), put(rngs, layout.seed_sharding))
         with StopSignal() as stop:
             _loop(config, layout, runs, state, data, step, evaluator, stop, label)

@@ -6,6 +6,7 @@ import jax
 
 from dql.agents.bc import BCAgent, BCHyperparams
 from dql.agents.cql import CQLAgent, CQLHyperparams
+from dql.agents.diffuser import DiffuserAgent, DiffuserHyperparams
 from dql.agents.diffusion_bc import DiffusionBCAgent, DiffusionBCHyperparams
 from dql.agents.dql import DQLAgent, DQLHyperparams
 from dql.agents.edp import EDPAgent, EDPHyperparams
@@ -27,6 +28,7 @@ AGENTS = {
     "fql": (FQLAgent, FQLHyperparams),
     "edp": (EDPAgent, EDPHyperparams),
     "idql": (IDQLAgent, IDQLHyperparams),
+    "diffuser": (DiffuserAgent, DiffuserHyperparams),  # trajectory planning: trains on windows of episodes
     "sac": (SACAgent, SACHyperparams),  # online: python -m dql.train --algo=sac --env=Hopper-v5
 }
 

@@ -16,7 +16,7 @@ import ml_collections
 from dql.configs.common import dataset_row
 
 CONFIG_DIR = Path(__file__).parent
-ALGOS = ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql", "sac")
+ALGOS = ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql", "diffuser", "sac")
 
 
 def algo_module(algo: str) -> ModuleType:
