@@ -1,6 +1,8 @@
 """Diffuser as an agent: windowed minibatches, trajectory windows and returns, learning a known plan, value guidance,
 and the real loop (train, checkpoint, restore, act, resume)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,3 +106,105 @@ def test_trajectory_windows_cap_at_max_path_length_and_reject_short_episodes():
     np.testing.assert_array_equal(out["window_starts"], [0, 1, 7, 8])  # starts <= 4 - 3 in each episode
     with pytest.raises(ValueError, match="horizon=6"):
         trajectory_windows(training_arrays(dataset), dataset, 6, False, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------- the agent
+from dql.agents import create_agent  # noqa: E402
+from dql.agents.diffuser import DiffuserAgent  # noqa: E402
+from tests.helpers import config_of, run_chunk  # noqa: E402
+
+TINY = dict(horizon=4, diffusion_steps=10, dim=8, dim_mults=(1, 2), ema_start=0, ema_every=1, ema_decay=0.9,
+            lr=2e-3, value_lr=2e-3, num_plan_samples=4, steps=300, use_value_guide=False, max_path_length=100)
+
+
+def _drift_dataset(episodes=40, length=12, seed=0):
+    """A 1-D point moving x_{t+1} = x_t + a with a constant a per episode: +0.1 for starts in [0.2, 1], -0.1 for
+    starts in [-1, -0.2]; the action at a state is therefore the sign of x times 0.1."""
+    rng = np.random.default_rng(seed)
+    observations, actions, next_observations, dones = [], [], [], []
+    for episode in range(episodes):
+        sign = 1.0 if episode % 2 == 0 else -1.0
+        x = sign * rng.uniform(0.2, 1.0) + 0.1 * sign * np.arange(length + 1)
+        observations.append(x[:-1, None])
+        next_observations.append(x[1:, None])
+        actions.append(np.full((length, 1), 0.1 * sign))
+        dones.append(np.zeros(length))
+    cat = lambda parts: np.concatenate(parts).astype(np.float32)  # noqa: E731
+    return Dataset(observations=cat(observations), actions=cat(actions), rewards=cat(observations)[:, 0].copy(),
+                   next_observations=cat(next_observations), dones=cat(dones), name="drift", source="test",
+                   episode_returns=np.zeros(episodes), max_action=np.array([1.0], np.float32))
+
+
+def _agent(dataset, config, seed=0):
+    stats = DiffuserAgent.dataset_statistics(dataset, config)
+    return jax.jit(lambda key: create_agent("diffuser", key, dataset.observation_dim, dataset.action_dim,
+                                            dataset.max_action, config, None, stats))(jax.random.PRNGKey(seed))
+
+
+def test_diffuser_learns_the_data_s_first_action_and_dynamics():
+    dataset = _drift_dataset()
+    config = config_of("diffuser", **TINY)
+    agent = _agent(dataset, config)
+    data = DiffuserAgent.training_arrays(dataset, config)
+    agent, _, metrics = run_chunk(agent, data, jax.random.PRNGKey(1), 64, config.steps)
+    loss = np.asarray(metrics["bc_loss"])
+    assert np.all(np.isfinite(loss)) and loss[-50:].mean() < 0.5 * loss[:10].mean()
+    starts = jnp.array([[0.5], [-0.5], [0.8], [-0.3]])
+    actions, chosen, _ = jax.jit(agent.plans)(starts, jax.random.PRNGKey(2))
+    np.testing.assert_allclose(np.asarray(actions[:, 0]), [0.1, -0.1, 0.1, -0.1], atol=0.04)
+    observations = np.asarray(agent.unnormalize(chosen[..., 1:], "observation"))[..., 0]
+    np.testing.assert_allclose(observations[:, 0], starts[:, 0], atol=1e-5)  # the start is pinned
+    # The plan moves the way the data does from there (a few hundred tiny updates learn the first action well,
+    # the rest of the trajectory only roughly: its direction).
+    np.testing.assert_array_equal(np.sign(observations[:, 1] - observations[:, 0]), [1, -1, 1, -1])
+    assert np.array_equal(np.asarray(jax.jit(agent.sample_actions)(starts, jax.random.PRNGKey(2))),
+                          np.asarray(actions))
+
+
+def test_value_guidance_moves_plans_toward_higher_value_and_the_best_plan_is_chosen():
+    dataset = _drift_dataset(episodes=4)
+    config = config_of("diffuser", **{**TINY, "use_value_guide": True, "dim_mults": (1, 4), "guide_scale": 1.0,
+                                      "t_stopgrad": 0, "n_guide_steps": 2, "num_plan_samples": 8,
+                                      "predict_epsilon": True, "clip_denoised": True, "scale_grad_by_std": False})
+    agent = _agent(dataset, config)
+    # A model predicting zero noise keeps x_t's content (x0 = clip(x_t / sqrt(abar))), so what a guide adds to x
+    # reaches the plan; a known guide: the normalised first action.
+    agent = agent.replace(model_ema_params=jax.tree_util.tree_map(jnp.zeros_like, agent.model_ema_params))
+    starts = jnp.linspace(-1.0, 1.0, 8)[:, None]
+    first_action = lambda x, t: x[:, 0, 0]  # noqa: E731
+    key = jax.random.PRNGKey(4)
+    unguided = agent.replace(hp=dataclasses.replace(agent.hp, guide_scale=0.0))
+    n, shape = 8, (8 * 8, 4, 2)
+    k1, k2 = jax.random.split(key)  # as `plans` splits its key
+    noise = (jax.random.normal(k1, shape), jax.random.normal(k2, (10, *shape)))
+    guided, sample_values = jax.jit(agent.plan_with_noise, static_argnums=3)(starts, *noise, first_action)
+    plain, _ = jax.jit(unguided.plan_with_noise, static_argnums=3)(starts, *noise, first_action)
+    # Normalised plans are clipped to [-1, 1]: the guide pushes every sample's first action to the top (+0.1 in the
+    # data's units); without it they scatter.
+    np.testing.assert_allclose(np.asarray(guided[:, :, 0, 0]), 1.0, atol=1e-4)
+    assert float(np.mean(plain[:, :, 0, 0])) < 0.5
+    # `plans` picks the highest-valued sample per state and acts with its first action.
+    a_guided, chosen, values = jax.jit(agent.plans, static_argnums=2)(starts, key, first_action)
+    best = np.argmax(np.asarray(sample_values), axis=1)
+    np.testing.assert_allclose(np.asarray(chosen), np.asarray(guided)[np.arange(8), best], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(values), np.asarray(sample_values).max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a_guided), 0.1, atol=1e-4)
+    assert n == config.num_plan_samples
+    # Without a guide given, the agent's own guide is its EMA value model.
+    actions = np.asarray(jax.jit(agent.sample_actions)(starts, key))
+    assert actions.shape == (8, 1) and np.all(np.abs(actions) <= 1.0)
+
+
+def test_value_model_trains_on_window_returns_in_the_update():
+    dataset = _drift_dataset(episodes=8)
+    config = config_of("diffuser", **{**TINY, "use_value_guide": True, "dim_mults": (1, 4), "value_discount": 0.5})
+    agent = _agent(dataset, config)
+    data = DiffuserAgent.training_arrays(dataset, config)
+    trained, _, metrics = run_chunk(agent, data, jax.random.PRNGKey(1), 64, 60)
+    value_loss = np.asarray(metrics["value_loss"])
+    assert np.all(np.isfinite(value_loss)) and value_loss[-10:].mean() < 0.5 * value_loss[:5].mean()
+    assert int(trained.step) == 60
+    # EMA with ema_start 0, every update, decay 0.9: not the online weights, not the initial ones.
+    leaf = lambda tree: np.asarray(jax.tree_util.tree_leaves(tree)[0])  # noqa: E731
+    assert not np.allclose(leaf(trained.value_ema_params), leaf(trained.value.params))
+    assert not np.allclose(leaf(trained.value_ema_params), leaf(agent.value_ema_params))
