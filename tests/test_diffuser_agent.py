@@ -208,3 +208,71 @@ def test_value_model_trains_on_window_returns_in_the_update():
     leaf = lambda tree: np.asarray(jax.tree_util.tree_leaves(tree)[0])  # noqa: E731
     assert not np.allclose(leaf(trained.value_ema_params), leaf(trained.value.params))
     assert not np.allclose(leaf(trained.value_ema_params), leaf(agent.value_ema_params))
+
+
+# ----------------------------------------------------------------------------------------------- the real loop
+from dql.checkpoint import Checkpoints  # noqa: E402
+from dql.data import d4rl  # noqa: E402
+from dql.logs import read_csv  # noqa: E402
+from dql.trainer import agent_arrays, agent_statistics, train  # noqa: E402
+
+
+def _loop_config(**overrides):
+    return config_of("diffuser", **{**TINY, "diffusion_steps": 4, "dim_mults": (1, 4), "use_value_guide": True,
+                                    "num_plan_samples": 2, "steps": 20, "batch_size": 16, "steps_per_dispatch": 10,
+                                    "eval_every": 10, "save_every": 10, "eval_episodes": 1, "seed": 0,
+                                    **overrides})
+
+
+def test_trainer_hooks_give_windows_to_diffuser_and_transitions_to_the_others(pendulum_file):
+    dataset = d4rl.read_hdf5(pendulum_file)
+    windows = agent_arrays(_loop_config(), dataset)
+    assert {"window_starts", "window_offsets", "returns"} <= set(windows)
+    stats = agent_statistics(_loop_config(), dataset)
+    np.testing.assert_allclose(stats["action_scale"], dataset.actions.std(0), rtol=1e-5)
+    limits = agent_statistics(_loop_config(normalizer="limits"), dataset)
+    np.testing.assert_allclose(limits["observation_shift"],
+                               (dataset.observations.max(0) + dataset.observations.min(0)) / 2, rtol=1e-5)
+    other = config_of("iql")
+    np.testing.assert_array_equal(agent_arrays(other, dataset)["rewards"], training_arrays(dataset)["rewards"])
+    assert set(agent_arrays(other, dataset)) == set(training_arrays(dataset))
+    mean, std = agent_statistics(other, dataset)
+    np.testing.assert_allclose(mean, dataset.observations.mean(0))
+
+
+def test_diffuser_through_the_loop_trains_restores_acts_and_resumes_exactly(tmp_path, pendulum_file, monkeypatch):
+    dataset = d4rl.read_hdf5(pendulum_file)
+    config = _loop_config()
+    env = ("Pendulum-v1", {})
+    (summary,) = train(config, dataset, tmp_path / "straight", env)
+    assert summary["final"]["step"] == 20 and np.isfinite(summary["final"]["score_mean"])
+
+    policy = dql.load_policy(tmp_path / "straight")
+    stats = DiffuserAgent.dataset_statistics(dataset, config)
+    np.testing.assert_allclose(policy.agent.normalizer["observation_shift"], stats["observation_shift"], rtol=1e-6)
+    actions = policy(dataset.observations[:5], seed=0)
+    assert actions.shape == (5, 1) and np.all(np.abs(actions) <= 2.0)
+
+    # Interrupted right after its first checkpoint, then resumed: the same metrics and parameters.
+    original_save = Checkpoints.save
+
+    def save_then_die(self, step, state, meta):
+        original_save(self, step, state, meta)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, dataset, tmp_path / "resumed", env)
+    monkeypatch.setattr(Checkpoints, "save", original_save)
+    train(config, dataset, tmp_path / "resumed", env)
+    straight, resumed = read_csv(tmp_path / "straight/metrics.csv"), read_csv(tmp_path / "resumed/metrics.csv")
+    assert [int(r["step"]) for r in resumed] == [10, 20]
+    for a, b in zip(straight, resumed):
+        for key in a:
+            if key not in ("wall_time_s", "steps_per_s"):
+                assert a[key] == b[key], (key, a["step"])
+    again = dql.load_policy(tmp_path / "resumed")
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                           (policy.agent.model_ema_params, policy.agent.value.params),
+                           (again.agent.model_ema_params, again.agent.value.params))
+    np.testing.assert_array_equal(again(dataset.observations[:5], seed=0), actions)
