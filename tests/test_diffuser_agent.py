@@ -243,7 +243,7 @@ def test_trainer_hooks_give_windows_to_diffuser_and_transitions_to_the_others(pe
 def test_diffuser_through_the_loop_trains_restores_acts_and_resumes_exactly(tmp_path, pendulum_file, monkeypatch):
     dataset = d4rl.read_hdf5(pendulum_file)
     config = _loop_config()
-    env = ("Pendulum-v1", {})
+    env = ("Pendulum-v1", {"max_episode_steps": 20})  # short evaluation episodes: the loop, not the score, is tested
     (summary,) = train(config, dataset, tmp_path / "straight", env)
     assert summary["final"]["step"] == 20 and np.isfinite(summary["final"]["score_mean"])
 
@@ -276,3 +276,17 @@ def test_diffuser_through_the_loop_trains_restores_acts_and_resumes_exactly(tmp_
                            (policy.agent.model_ema_params, policy.agent.value.params),
                            (again.agent.model_ema_params, again.agent.value.params))
     np.testing.assert_array_equal(again(dataset.observations[:5], seed=0), actions)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"horizon": 6, "dim_mults": (1, 2, 4)}, "--config.horizon=6 must be a positive multiple of 4"),
+    ({"normalizer": "cdf"}, "--config.normalizer='cdf'"),
+    ({"dim": 12}, "--config.dim=12"),
+    ({"num_plan_samples": 0}, "--config.num_plan_samples must be >= 1"),
+    ({"max_path_length": 2}, "--config.max_path_length=2"),
+])
+def test_bad_config_values_stop_with_the_flag(overrides, message):
+    from dql.agents import hyperparams
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        hyperparams("diffuser", config_of("diffuser", **{**TINY, **overrides}), [1.0])
