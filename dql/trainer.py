@@ -136,7 +136,7 @@ class StopSignal:
 
 def _agent_hook(config, name: str):
     """The agent class's own data hook `name`, or None (every algorithm but those that define it)."""
-    return getattr(AGENTS[config.algo][0], name, None) if config.algo in AGENTS else None
+    return getattr(AGENTS[config.algo][0], name, None)
 
 
 def agent_arrays(config, dataset: Dataset) -> dict[str, np.ndarray]:

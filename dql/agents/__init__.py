@@ -55,3 +55,16 @@ def create_agent(algo: str, rng, observation_dim: int, action_dim: int, max_acti
 def select_actions(agent, observations: jax.Array, key: jax.Array) -> jax.Array:
     """The agent's batched action selection as one compiled call (evaluation and deployed policies)."""
     return agent.sample_actions(observations, key)
+
+
+def begin_episode(agent, observations: jax.Array, key: jax.Array):
+    """An episode's memory from its first states: the agent's `begin(observations, key)` where it keeps one (a
+    planner that plans once per episode), else nothing."""
+    return agent.begin(observations, key) if hasattr(agent, "begin") else {}
+
+
+def act(agent, observations: jax.Array, memory, t: jax.Array, key: jax.Array):
+    """(actions, memory) at episode step t: the agent's `act` where it has one, else `sample_actions`."""
+    if hasattr(agent, "act"):
+        return agent.act(observations, memory, t, key)
+    return agent.sample_actions(observations, key), memory

@@ -46,6 +46,9 @@ from dql.planning import (
 )
 
 NORMALIZERS = ("gaussian", "limits")
+# How an episode is driven (`control`): replan every step and act with the plan's first action (locomotion);
+# plan once and track the plan's states with Diffuser's maze controller; plan once and play the plan's actions.
+CONTROLS = ("replan", "waypoints", "actions")
 STAT_KEYS = ("observation_shift", "observation_scale", "action_shift", "action_scale")
 
 
@@ -77,6 +80,9 @@ class DiffuserHyperparams(common.Hyperparams):
     n_guide_steps: int
     scale_grad_by_std: bool
     num_plan_samples: int
+    state_dims: int
+    goal_conditioned: bool
+    control: str
 
     def __post_init__(self):
         """Reject values the update or the planner cannot run with, naming the --config flag."""
@@ -85,7 +91,8 @@ class DiffuserHyperparams(common.Hyperparams):
         object.__setattr__(self, "dim_mults", tuple(int(m) for m in self.dim_mults))
         self.require(
             at_least={"horizon": 1, "diffusion_steps": 1, "ema_every": 1, "ema_start": 0, "n_guide_steps": 1,
-                      "num_plan_samples": 1, "t_stopgrad": 0, "guide_scale": 0, "max_path_length": 1},
+                      "num_plan_samples": 1, "t_stopgrad": 0, "guide_scale": 0, "max_path_length": 1,
+                      "state_dims": 0},
             positive=("lr", "value_lr", "action_weight", "loss_discount"),
             unit_interval=("ema_decay", "value_discount"),
         )
@@ -95,6 +102,8 @@ class DiffuserHyperparams(common.Hyperparams):
                              f"{self.horizon}")
         if self.beta_schedule not in SCHEDULES:
             raise ValueError(f"--config.beta_schedule={self.beta_schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        if self.control not in CONTROLS:
+            raise ValueError(f"--config.control={self.control!r}; expected one of {', '.join(CONTROLS)}")
         if self.normalizer not in NORMALIZERS:
             raise ValueError(f"--config.normalizer={self.normalizer!r}; expected one of {', '.join(NORMALIZERS)}")
         if not self.dim_mults or min(self.dim_mults) < 1:
@@ -118,6 +127,23 @@ def _unet(hp: DiffuserHyperparams, transition_dim: int) -> TemporalUnet:
 
 def _value_net(hp: DiffuserHyperparams, transition_dim: int) -> ValueFunction:
     return ValueFunction(transition_dim, dim=hp.dim, dim_mults=hp.dim_mults)
+
+
+def planned_state_dim(hp: DiffuserHyperparams, observation_dim: int, action_dim: int) -> int:
+    """The observation entries the trajectory model plans (the first state_dims, or all), after checking that the
+    observation and action layouts suit goal conditioning and waypoint control."""
+    state_dim = hp.state_dims or observation_dim
+    if state_dim > observation_dim:
+        raise ValueError(f"--config.state_dims={hp.state_dims} exceeds the observation's {observation_dim} entries")
+    if hp.goal_conditioned and (state_dim % 2 or observation_dim != state_dim + state_dim // 2):
+        raise ValueError(f"--config.goal_conditioned=True needs observations laid out [positions, velocities, goal "
+                         f"position] (a point maze's [x, y, vx, vy, goal_x, goal_y]): with --config.state_dims="
+                         f"{state_dim}, {state_dim + state_dim // 2} entries, got {observation_dim}")
+    if hp.control == "waypoints" and state_dim != 2 * action_dim:
+        raise ValueError(f"--config.control=waypoints tracks planned [positions, velocities] with one action per "
+                         f"position (a point mass): needs a planned state of 2 x {action_dim} entries, got {state_dim} "
+                         "(set --config.state_dims)")
+    return state_dim
 
 
 def normalizer_statistics(observations: np.ndarray, actions: np.ndarray, kind: str) -> dict[str, np.ndarray]:
@@ -154,14 +180,17 @@ class DiffuserAgent(struct.PyTreeNode):
         Diffuser's padding, window starts and offsets (dql.data.windows)."""
         return trajectory_windows(
             training_arrays(dataset, config.reward_tune), dataset, int(config.horizon), bool(config.use_padding),
-            float(config.value_discount), int(config.max_path_length), float(config.termination_penalty))
+            float(config.value_discount), int(config.max_path_length), float(config.termination_penalty),
+            int(config.state_dims))
 
     @staticmethod
     def dataset_statistics(dataset: Dataset, config) -> dict[str, np.ndarray]:
-        """The normaliser, from the dataset's rows (not the padding), as Diffuser's DatasetNormalizer takes it."""
+        """The normaliser, from the dataset's rows (not the padding), as Diffuser's DatasetNormalizer takes it: of
+        the planned state's entries and the actions."""
         if config.normalizer not in NORMALIZERS:
             raise ValueError(f"--config.normalizer={config.normalizer!r}; expected one of {', '.join(NORMALIZERS)}")
-        return normalizer_statistics(dataset.observations, dataset.actions, config.normalizer)
+        return normalizer_statistics(dataset.observations[:, :int(config.state_dims) or None], dataset.actions,
+                                     config.normalizer)
 
     @classmethod
     def create(cls, rng: jax.Array, observation_dim: int, action_dim: int, hp: DiffuserHyperparams,
@@ -169,15 +198,19 @@ class DiffuserAgent(struct.PyTreeNode):
         """observation_stats: `dataset_statistics`'s dict; None (a template to restore into) gives the identity."""
         if len(hp.max_action) != action_dim:
             raise ValueError(f"max_action has {len(hp.max_action)} entries, expected action_dim={action_dim}")
+        state_dim = planned_state_dim(hp, observation_dim, action_dim)
         if observation_stats is None:
-            observation_stats = {"observation_shift": np.zeros(observation_dim), "observation_scale":
-                                 np.ones(observation_dim), "action_shift": np.zeros(action_dim),
+            observation_stats = {"observation_shift": np.zeros(state_dim), "observation_scale":
+                                 np.ones(state_dim), "action_shift": np.zeros(action_dim),
                                  "action_scale": np.ones(action_dim)}
         if not isinstance(observation_stats, dict) or set(observation_stats) != set(STAT_KEYS):
             raise ValueError("DiffuserAgent.create takes the normaliser of DiffuserAgent.dataset_statistics "
                              f"(a dict of {', '.join(STAT_KEYS)})")
         normalizer = {key: jnp.asarray(value, jnp.float32) for key, value in observation_stats.items()}
-        transition_dim = observation_dim + action_dim
+        if normalizer["observation_shift"].shape != (state_dim,):
+            raise ValueError(f"the normaliser covers {normalizer['observation_shift'].shape[0]} observation entries, "
+                             f"the planned state has {state_dim}")
+        transition_dim = state_dim + action_dim
         x = jnp.zeros((1, hp.horizon, transition_dim))
         t = jnp.zeros((1,), jnp.int32)
         rng, model_key, value_key = jax.random.split(rng, 3)
@@ -199,6 +232,10 @@ class DiffuserAgent(struct.PyTreeNode):
     def action_dim(self) -> int:
         return len(self.hp.max_action)
 
+    @property
+    def state_dim(self) -> int:
+        return self.normalizer["observation_shift"].shape[0]
+
     def normalize(self, x: jax.Array, name: str) -> jax.Array:
         return (x - self.normalizer[f"{name}_shift"]) / self.normalizer[f"{name}_scale"]
 
@@ -208,9 +245,28 @@ class DiffuserAgent(struct.PyTreeNode):
         return x * self.normalizer[f"{name}_scale"] + self.normalizer[f"{name}_shift"]
 
     def trajectories(self, batch: common.Batch) -> jax.Array:
-        """[B, H, action_dim + obs_dim]: normalised actions, then normalised observations (Diffuser's layout)."""
+        """[B, H, action_dim + state_dim]: normalised actions, then the normalised planned part of the observations
+        (Diffuser's layout)."""
         return jnp.concatenate([self.normalize(batch["actions"], "action"),
-                                self.normalize(batch["observations"], "observation")], axis=-1)
+                                self.normalize(batch["observations"][..., :self.state_dim], "observation")], axis=-1)
+
+    def training_conditions(self, x0: jax.Array) -> dict[int, jax.Array]:
+        """The window's first state, and with goal conditioning its last (Diffuser's GoalDataset)."""
+        conditions = {0: x0[:, 0, self.action_dim:]}
+        if self.hp.goal_conditioned:
+            conditions[self.hp.horizon - 1] = x0[:, -1, self.action_dim:]
+        return conditions
+
+    def planning_conditions(self, observations: jax.Array) -> dict[int, jax.Array]:
+        """The current state at index 0; with goal conditioning the goal at rest at the last index (Diffuser's
+        maze planner pins [goal, 0, 0])."""
+        state = observations[:, :self.state_dim]
+        conditions = {0: self.normalize(state, "observation")}
+        if self.hp.goal_conditioned:
+            goal = observations[:, self.state_dim:]
+            at_rest = jnp.concatenate([goal, jnp.zeros((goal.shape[0], self.state_dim - goal.shape[1]))], axis=-1)
+            conditions[self.hp.horizon - 1] = self.normalize(at_rest, "observation")
+        return conditions
 
     # ------------------------------------------------------------------------------------------------ losses
     def diffusion_loss(self, params, x0: jax.Array, t: jax.Array, noise: jax.Array):
@@ -220,7 +276,7 @@ class DiffuserAgent(struct.PyTreeNode):
                                            hp.loss_discount))
         return trajectory_loss(lambda x, steps: self.model.apply_fn(params, x, steps),
                                _schedule(hp.beta_schedule, hp.diffusion_steps), x0,
-                               {0: x0[:, 0, self.action_dim:]}, self.action_dim, t, noise, weights,
+                               self.training_conditions(x0), self.action_dim, t, noise, weights,
                                hp.predict_epsilon)
 
     def value_loss(self, params, x0: jax.Array, targets: jax.Array, t: jax.Array, noise: jax.Array):
@@ -228,7 +284,7 @@ class DiffuserAgent(struct.PyTreeNode):
         schedule = _schedule(self.hp.beta_schedule, self.hp.diffusion_steps)
         flat = x0.reshape(x0.shape[0], -1)
         x_noisy = q_sample(schedule, flat, t, noise.reshape(flat.shape)).reshape(x0.shape)
-        x_noisy = apply_conditioning(x_noisy, {0: x0[:, 0, self.action_dim:]}, self.action_dim)
+        x_noisy = apply_conditioning(x_noisy, self.training_conditions(x0), self.action_dim)
         predictions = self.value.apply_fn(params, x_noisy, t)
         return jnp.mean(jnp.square(predictions - targets)), predictions
 
@@ -293,7 +349,7 @@ class DiffuserAgent(struct.PyTreeNode):
 
     def plan_with_noise(self, observations: jax.Array, initial_noise: jax.Array, step_noise: jax.Array,
                         guide_fn=None) -> tuple[jax.Array, jax.Array]:
-        """num_plan_samples plans per state from the EMA model, the state pinned at index 0.
+        """num_plan_samples plans per state from the EMA model, the conditions of `planning_conditions` pinned.
 
         observations [B, obs]; initial_noise [B N, H, D], step_noise [T, B N, H, D]; guide_fn defaults to the value
         guide. Returns (normalised trajectories [B, N, H, D], values [B, N] (zeros without a guide)).
@@ -301,9 +357,10 @@ class DiffuserAgent(struct.PyTreeNode):
         hp = self.hp
         batch, n = observations.shape[0], hp.num_plan_samples
         guide_fn = self.value_guide() if guide_fn is None else guide_fn
-        start = jnp.repeat(self.normalize(observations, "observation"), n, axis=0)
+        conditions = {index: jnp.repeat(value, n, axis=0)
+                      for index, value in self.planning_conditions(observations).items()}
         planned = plan(lambda x, t: self.model.apply_fn(self.model_ema_params, x, t),
-                       _schedule(hp.beta_schedule, hp.diffusion_steps), {0: start}, self.action_dim, initial_noise,
+                       _schedule(hp.beta_schedule, hp.diffusion_steps), conditions, self.action_dim, initial_noise,
                        step_noise, hp.predict_epsilon, hp.clip_denoised, guide_fn=guide_fn,
                        guide_scale=hp.guide_scale, t_stopgrad=hp.t_stopgrad, n_guide_steps=hp.n_guide_steps,
                        scale_grad_by_std=hp.scale_grad_by_std)
@@ -314,7 +371,7 @@ class DiffuserAgent(struct.PyTreeNode):
         """(first actions [B, act], chosen normalised plans [B, H, D], their values [B]): the highest-valued of the
         num_plan_samples when guided, else the first sample, as Diffuser's policy takes them."""
         hp = self.hp
-        batch, transition_dim = observations.shape[0], observations.shape[1] + self.action_dim
+        batch, transition_dim = observations.shape[0], self.state_dim + self.action_dim
         shape = (batch * hp.num_plan_samples, hp.horizon, transition_dim)
         initial_key, step_key = jax.random.split(rng)
         trajectories, values = self.plan_with_noise(
@@ -331,6 +388,39 @@ class DiffuserAgent(struct.PyTreeNode):
     def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
         """Receding-horizon control: plan from each state, act with the chosen plan's first action."""
         return self.plans(observations, rng)[0]
+
+    def plan_arrays(self, observations: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
+        """One chosen plan per state in the data's units: "states" [B, H, state_dim] and "actions" [B, H, act]."""
+        _, chosen, _ = self.plans(observations, rng)
+        max_action = jnp.asarray(self.hp.max_action)
+        return {"states": self.unnormalize(chosen[..., self.action_dim:], "observation"),
+                "actions": jnp.clip(self.unnormalize(chosen[..., :self.action_dim], "action"), -max_action,
+                                    max_action)}
+
+    # ------------------------------------------------------------------------------------- episode control
+    def begin(self, observations: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
+        """An episode's memory at its first state: the plan that `act` follows (nothing when replanning)."""
+        return {} if self.hp.control == "replan" else self.plan_arrays(observations, rng)
+
+    def act(self, observations: jax.Array, memory: dict, t: jax.Array, rng: jax.Array):
+        """(actions [B, act], memory) at episode step t under `control`:
+        replan: the first action of a fresh plan from the current state;
+        waypoints: Diffuser's maze controller, action = (p_next - p) + (v_next - v) towards the plan's state t + 1
+          (past the plan's end its last state at rest), the state laid out [positions, velocities];
+        actions: the plan's action t, zero past its end."""
+        hp = self.hp
+        if hp.control == "replan":
+            return self.sample_actions(observations, rng), memory
+        last = hp.horizon - 1
+        if hp.control == "actions":
+            planned = memory["actions"][:, jnp.minimum(t, last)]
+            return jnp.where(t <= last, planned, 0.0), memory
+        half = self.state_dim // 2
+        target = memory["states"][:, jnp.minimum(t + 1, last)]
+        target_velocity = jnp.where(t + 1 <= last, target[:, half:], 0.0)
+        action = (target[:, :half] - observations[:, :half]) + (target_velocity - observations[:, half:self.state_dim])
+        max_action = jnp.asarray(hp.max_action)
+        return jnp.clip(action, -max_action, max_action), memory
 
 
 class DiffuserNoise(struct.PyTreeNode):

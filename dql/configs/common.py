@@ -44,11 +44,14 @@ GYM_NAMESAKES = {"Hopper-v5": "hopper", "HalfCheetah-v5": "halfcheetah", "Walker
 
 
 def dataset_row(overrides: dict[str, dict], dataset: str) -> dict:
-    """The per-dataset row of `dataset`: its own, else (for gym:<Env>/<level>[/N]) its D4RL namesake's."""
+    """The per-dataset row of `dataset`: its own, else for gym:<Env>/<level>[/N] the env's row ("gym:<Env>", for
+    rows that hold for every tier of an env, such as the point mazes'), else its D4RL namesake's."""
     if dataset in overrides:
         return overrides[dataset]
     if dataset.startswith("gym:"):
         parts = dataset[len("gym:"):].split("/")
+        if f"gym:{parts[0]}" in overrides:
+            return overrides[f"gym:{parts[0]}"]
         if len(parts) >= 2 and parts[0] in GYM_NAMESAKES:
             return overrides.get(f"{GYM_NAMESAKES[parts[0]]}-{parts[1]}-v2", {})
     return {}

@@ -57,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.n_guide_steps = 2
     config.scale_grad_by_std = True
     config.num_plan_samples = 64
+    config.state_dims = 0  # the observation entries planned (0: all)
+    config.goal_conditioned = False
+    config.control = "replan"  # or "waypoints" / "actions" (plan once per episode)
     return config
 
 
@@ -69,3 +72,18 @@ DATASET_OVERRIDES: dict[str, dict] = {
     "hopper-medium-expert-v2": {"guide_scale": 0.0001, "t_stopgrad": 4},
     "pendulum-mixed-v0": {**PENDULUM_ROW, "horizon": 8, "dim_mults": (1, 2, 4), "num_plan_samples": 16},
 }
+
+# The maze2d branch's config/maze2d.py for the point mazes (every tier of gym:PointMaze_*-v3): plain inpainting,
+# no value model; the planned state is [x, y, vx, vy] (the goal entries of the flattened observation are pinned,
+# at rest, at the plan's last step); limits normaliser with clipped x0, no padding, action_weight 1, dim_mults
+# (1, 4, 8), 2M updates, one plan per episode followed by the PD controller. Horizon and steps: UMaze 128 / 64,
+# Medium 256 / 256, Large 384 / 256. Evaluation: 50 episodes. max_path_length: Diffuser's 40000 bounds the paths
+# it cuts at each departure from the evaluation goal; the generated stream is one unbroken path of up to millions
+# of rows (its goal changes do not cut windows), so no cap.
+_MAZE = {"use_value_guide": False, "goal_conditioned": True, "state_dims": 4, "control": "waypoints",
+         "normalizer": "limits", "clip_denoised": True, "use_padding": False, "max_path_length": 1 << 40,
+         "action_weight": 1.0, "dim_mults": (1, 4, 8), "num_plan_samples": 1, "steps": 2_000_000,
+         "eval_every": 100_000, "eval_episodes": 50}
+for _env, (_horizon, _steps) in {"PointMaze_UMaze-v3": (128, 64), "PointMaze_Medium-v3": (256, 256),
+                                 "PointMaze_Large-v3": (384, 256)}.items():
+    DATASET_OVERRIDES[f"gym:{_env}"] = {**_MAZE, "horizon": _horizon, "diffusion_steps": _steps}
