@@ -3,7 +3,8 @@ target Q); JSON line.
 
     python -m benchmarks.act_latency --obs_dim=17 --act_dim=6
 
-Each call is what an evaluation step or a deployed policy does: host observations in, host actions out.
+Each call is what an evaluation step or a deployed policy does: host observations in, host actions out. For
+Diffuser that is one plan (its `sample_actions` replans); a maze episode plans once and then only runs its PD law.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ flags.DEFINE_integer("calls", 300, "Timed calls per batch size (after 20 warm-up
 FLAGS = flags.FLAGS
 # The config keys that set an algorithm's cost of acting, reported with the latencies where the algorithm has them.
 SELECTION_KEYS = ("num_action_candidates", "num_samples", "selection", "diffusion_steps", "sampler", "dpm_steps",
-                  "flow_steps")
+                  "flow_steps", "horizon", "num_plan_samples", "use_value_guide", "n_guide_steps", "dim_mults",
+                  "control")
 
 
 def main(argv):
     del argv
-    config = config_for(FLAGS.algo, FLAGS.set)
+    config = config_for(FLAGS.algo, FLAGS.set, FLAGS.row)
     agent = create_agent(FLAGS.algo, jax.random.PRNGKey(0), FLAGS.obs_dim, FLAGS.act_dim, [1.0] * FLAGS.act_dim,
                          config)
     act = jax.jit(lambda agent, observations, key: agent.sample_actions(observations, key))
@@ -58,6 +60,7 @@ def main(argv):
         "act_dim": FLAGS.act_dim,
         "settings": {key: config[key] for key in SELECTION_KEYS if key in config},
         **results,
+        "row": FLAGS.row,
         "overrides": FLAGS.set,
         **device_facts(),
     }))

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchmarks.common import config_for, device_facts, random_transitions
+from benchmarks.common import benchmark_arrays, config_for, device_facts
 from dql.agents import create_agent
 from dql.data import sample_batch
 from dql.parallel import build_train_chunk, make_layout, put
@@ -33,9 +33,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    config = config_for(FLAGS.algo, FLAGS.set)
+    config = config_for(FLAGS.algo, FLAGS.set, FLAGS.row)
     layout = make_layout(FLAGS.num_devices, FLAGS.num_seeds, FLAGS.parallel, FLAGS.batch_size)
-    arrays = random_transitions(FLAGS.num_rows, FLAGS.obs_dim, FLAGS.act_dim)
+    arrays = benchmark_arrays(FLAGS.algo, config, FLAGS.num_rows, FLAGS.obs_dim, FLAGS.act_dim)
     data = put(arrays, layout.replicated)
     max_action = [1.0] * FLAGS.act_dim
 
@@ -85,6 +85,7 @@ def main(argv):
         "flops_per_step": flops_per_step,
         "gflops_per_s": round(FLAGS.num_seeds * flops_per_step * steps_per_s / 1e9, 2),
         "metrics_finite": finite,
+        "row": FLAGS.row,
         "overrides": FLAGS.set,
         **device_facts(),
     }))

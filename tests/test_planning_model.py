@@ -217,3 +217,25 @@ def test_a_jitted_guided_plan_is_one_scan():
     assert result.trajectories.shape == (B, H, D) and result.values.shape == (B,)
     assert bool(jnp.all(jnp.isfinite(result.trajectories))) and bool(jnp.all(jnp.isfinite(result.values)))
     np.testing.assert_array_equal(result.trajectories[:, 0, A:], start)
+
+
+@pytest.mark.parametrize("length, stride, padding, dilation", [
+    (4, 1, 2, 1),   # kernel longer than the sequence: the shifted-slices path
+    (3, 2, 1, 1),   # strided downsampling of a short sequence
+    (2, 1, 2, 2),   # a transposed conv (dilated input) of a short sequence
+    (16, 1, 2, 1),  # XLA's convolution
+])
+def test_conv1d_is_torch_s_cross_correlation(length, stride, padding, dilation):
+    from dql.planning.temporal_unet import conv1d
+
+    rng = np.random.default_rng(length)
+    x, kernel = rng.normal(size=(3, length, 4)), rng.normal(size=(5, 4, 6))
+    # The definition, in numpy: dilate, pad, slide the kernel with the stride.
+    dilated = np.zeros((3, (length - 1) * dilation + 1, 4))
+    dilated[:, ::dilation] = x
+    padded = np.pad(dilated, ((0, 0), (padding, padding), (0, 0)))
+    out_length = (padded.shape[1] - 5) // stride + 1
+    expected = np.stack([np.einsum("bkc,kco->bo", padded[:, i * stride:i * stride + 5], kernel)
+                         for i in range(out_length)], axis=1)
+    got = conv1d(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32), stride, padding, dilation)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
