@@ -214,3 +214,20 @@ def test_without_gymnasium_robotics_generation_says_how_to_install_it(cache, mon
     with pytest.raises(DatasetError, match=r"gymnasium-robotics, which is not installed.*dql\[robotics\]"):
         load_dataset(f"gym:{UMAZE}/waypoint/100")
 
+
+
+def test_crosses_wall_sees_a_path_through_a_wall_between_its_points():
+    geometry = maze.MazeGeometry(tuple(tuple(row) for row in SMALL_MAZE))
+    centre = geometry.cell_to_xy
+    along_top = np.array([centre((1, 1)), centre((1, 2)), centre((1, 3)), centre((1, 4))])
+    # (3, 2) to (1, 2) straight up through the wall cell (2, 2): no point of the path is in it, a midpoint is.
+    through = np.array([centre((3, 2)), centre((1, 2))])
+    around = np.array([centre((3, 2)), centre((3, 1)), centre((2, 1)), centre((1, 1)), centre((1, 2))])
+    outside = np.array([centre((1, 1)), centre((1, 1)) + [0.0, 1.6]])  # into the border wall row and beyond
+    assert maze.crosses_wall(geometry, along_top[None]).tolist() == [False]
+    assert maze.crosses_wall(geometry, through[None], substeps=1).tolist() == [False]  # endpoints only
+    assert maze.crosses_wall(geometry, through[None]).tolist() == [True]
+    assert maze.crosses_wall(geometry, around[None]).tolist() == [False]
+    assert maze.crosses_wall(geometry, outside[None]).tolist() == [True]
+    batch = np.stack([np.pad(p, ((0, 5 - len(p)), (0, 0)), mode="edge") for p in (along_top, through, around)])
+    assert maze.crosses_wall(geometry, batch).tolist() == [False, True, False]

@@ -220,10 +220,10 @@ def test_a_jitted_guided_plan_is_one_scan():
 
 
 @pytest.mark.parametrize("length, stride, padding, dilation", [
-    (4, 1, 2, 1),   # kernel longer than the sequence: the shifted-slices path
+    (4, 1, 2, 1),   # kernel longer than the sequence
     (3, 2, 1, 1),   # strided downsampling of a short sequence
     (2, 1, 2, 2),   # a transposed conv (dilated input) of a short sequence
-    (16, 1, 2, 1),  # XLA's convolution
+    (16, 1, 2, 1),  # a longer sequence
 ])
 def test_conv1d_is_torch_s_cross_correlation(length, stride, padding, dilation):
     from dql.planning.temporal_unet import conv1d

@@ -130,6 +130,24 @@ class MazeGeometry:
         return (int(np.floor(rows / 2 - xy[1] / self.scaling)), int(np.floor(xy[0] / self.scaling + cols / 2)))
 
 
+def crosses_wall(geometry: MazeGeometry, positions: np.ndarray, substeps: int = 4) -> np.ndarray:
+    """Whether each path [..., H, 2] of (x, y) positions enters a wall cell (or leaves the maze) at any of its
+    points or of `substeps` - 1 evenly spaced points between consecutive ones (the point mass's centre; its 0.1
+    radius is not counted). Returns [...] booleans."""
+    positions = np.asarray(positions, np.float64)
+    fractions = np.arange(substeps)[:, None] / substeps  # [S, 1]
+    start, end = positions[..., :-1, None, :], positions[..., 1:, None, :]
+    between = (start + fractions * (end - start)).reshape(*positions.shape[:-2], -1, 2)
+    points = np.concatenate([between, positions[..., -1:, :]], axis=-2)
+    rows, cols = geometry.shape
+    row = np.floor(rows / 2 - points[..., 1] / geometry.scaling).astype(int)
+    col = np.floor(points[..., 0] / geometry.scaling + cols / 2).astype(int)
+    inside = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
+    walls = np.array([[cell == 1 for cell in line] for line in geometry.maze_map])
+    hit = ~inside | walls[np.clip(row, 0, rows - 1), np.clip(col, 0, cols - 1)]
+    return hit.any(axis=-1)
+
+
 class WaypointController:
     """D4RL's maze2d controller: PD tracking of waypoints along the shortest cell path to the goal.
 

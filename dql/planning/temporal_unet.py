@@ -16,7 +16,6 @@ import jax.numpy as jnp
 
 from dql.nets import TorchDense, _torch_uniform, mish, sinusoidal_embedding
 
-_CONV_DIMENSIONS = ("NWC", "WIO", "NWC")
 
 
 def check_horizon(horizon: int, dim_mults: Sequence[int]) -> None:
@@ -31,13 +30,11 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0, i
     """1-D convolution of channels-last x [B, L, C] with kernel [K, C, O] (cross-correlation, as torch's), zero
     padding on both sides, the input optionally dilated (stride - 1 zeros between entries: a transposed conv).
 
-    XLA's convolution, except where the kernel is longer than the sequence (Diffuser's deepest level: length 4,
-    kernel 5): there XLA's CPU convolution takes a path ~10x slower than K shifted slices contracted in one einsum,
-    which are used instead (elsewhere they are slower than XLA's).
+    Written as K shifted slices contracted in one einsum rather than XLA's convolution, whose CPU code is ~20x
+    slower in the two places this model needs speed: vmapped over seeds (per-seed kernels make it a grouped
+    convolution; the loop and the evaluation always vmap) and where the kernel is longer than the sequence
+    (Diffuser's deepest level: length 4, kernel 5). Unvmapped on long sequences it is ~1.4x slower than XLA's.
     """
-    if x.shape[1] >= kernel.shape[0]:
-        return jax.lax.conv_general_dilated(x, kernel, (stride,), [(padding, padding)],
-                                            lhs_dilation=(input_dilation,), dimension_numbers=_CONV_DIMENSIONS)
     if input_dilation > 1:
         dilated = jnp.zeros((x.shape[0], (x.shape[1] - 1) * input_dilation + 1, x.shape[2]), x.dtype)
         x = dilated.at[:, ::input_dilation].set(x)
