@@ -180,8 +180,7 @@ class DiffuserAgent(struct.PyTreeNode):
         Diffuser's padding, window starts and offsets (dql.data.windows)."""
         return trajectory_windows(
             training_arrays(dataset, config.reward_tune), dataset, int(config.horizon), bool(config.use_padding),
-            float(config.value_discount), int(config.max_path_length), float(config.termination_penalty),
-            int(config.state_dims))
+            float(config.value_discount), int(config.max_path_length), float(config.termination_penalty))
 
     @staticmethod
     def dataset_statistics(dataset: Dataset, config) -> dict[str, np.ndarray]:

@@ -75,13 +75,12 @@ DATASET_OVERRIDES: dict[str, dict] = {
 
 # The maze2d branch's config/maze2d.py for the point mazes (every tier of gym:PointMaze_*-v3): plain inpainting,
 # no value model; the planned state is [x, y, vx, vy] (the goal entries of the flattened observation are pinned,
-# at rest, at the plan's last step); limits normaliser with clipped x0, no padding, action_weight 1, dim_mults
-# (1, 4, 8), 2M updates, one plan per episode followed by the PD controller. Horizon and steps: UMaze 128 / 64,
-# Medium 256 / 256, Large 384 / 256. Evaluation: 50 episodes. max_path_length: Diffuser's 40000 bounds the paths
-# it cuts at each departure from the evaluation goal; the generated stream is one unbroken path of up to millions
-# of rows (its goal changes do not cut windows), so no cap.
+# at rest, at the plan's last step); limits normaliser with clipped x0, no padding, max_path_length 40000,
+# action_weight 1, dim_mults (1, 4, 8), 2M updates, one plan per episode followed by the PD controller. Horizon
+# and steps: UMaze 128 / 64, Medium 256 / 256, Large 384 / 256. Evaluation: 50 episodes. Windows lie between goal
+# arrivals, as Diffuser's: it cuts its paths at D4RL's maze2d terminals, which mark the arrivals.
 _MAZE = {"use_value_guide": False, "goal_conditioned": True, "state_dims": 4, "control": "waypoints",
-         "normalizer": "limits", "clip_denoised": True, "use_padding": False, "max_path_length": 1 << 40,
+         "normalizer": "limits", "clip_denoised": True, "use_padding": False, "max_path_length": 40_000,
          "action_weight": 1.0, "dim_mults": (1, 4, 8), "num_plan_samples": 1, "steps": 2_000_000,
          "eval_every": 100_000, "eval_episodes": 50}
 for _env, (_horizon, _steps) in {"PointMaze_UMaze-v3": (128, 64), "PointMaze_Medium-v3": (256, 256),

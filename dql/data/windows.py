@@ -18,16 +18,12 @@ import numpy as np
 from dql.data.dataset import Dataset
 
 
-def episode_ends(dataset: Dataset, state_dims: int = 0) -> np.ndarray:
+def episode_ends(dataset: Dataset) -> np.ndarray:
     """Indices of the rows that end an episode: dones[i] set, or next_observations[i] differing from
-    observations[i + 1] (a timeout, or the seam between two episodes), and the last row.
-
-    state_dims > 0 compares only the first state_dims entries (the planned state): a point maze's goal changes at
-    every arrival while the point mass moves on, and Diffuser's maze windows run on across such goal changes."""
+    observations[i + 1] (a timeout, or the seam between two episodes), and the last row."""
     n = len(dataset)
-    dims = slice(0, state_dims or None)
     ends = dataset.dones.astype(bool).copy()
-    ends[:-1] |= np.any(dataset.next_observations[:-1, dims] != dataset.observations[1:, dims], axis=1)
+    ends[:-1] |= np.any(dataset.next_observations[:-1] != dataset.observations[1:], axis=1)
     ends[n - 1] = True
     return np.flatnonzero(ends)
 
@@ -44,16 +40,15 @@ def discounted_returns(rewards: np.ndarray, discount: float) -> np.ndarray:
 
 def trajectory_windows(arrays: dict[str, np.ndarray], dataset: Dataset, horizon: int, use_padding: bool,
                        discount: float, max_path_length: int | None = None,
-                       termination_penalty: float = 0.0, state_dims: int = 0) -> dict[str, np.ndarray]:
+                       termination_penalty: float = 0.0) -> dict[str, np.ndarray]:
     """Per-row "observations", "actions" and "returns" with padding rows, "window_starts" and "window_offsets".
 
     arrays: float arrays per dataset row (at least "observations", "actions", "rewards"; e.g. `training_arrays`),
-    dataset: where the episode boundaries come from (`episode_ends` with state_dims). Window starts per episode
-    of length L, as Diffuser's SequenceDataset makes them: with padding every row of the episode (0 .. L - 1),
-    without padding every start whose window fits inside the episode (0 .. L - H); both capped at
-    max_path_length - H when given (Diffuser pads each episode only up to max_path_length, so a full-length
-    episode gets no padded windows). Diffuser's `range(max_start)` also leaves out the last of those starts; here
-    it is kept.
+    dataset: where the episode boundaries come from. Window starts per episode of length L, as Diffuser's
+    SequenceDataset makes them: with padding every row of the episode (0 .. L - 1), without padding every start
+    whose window fits inside the episode (0 .. L - H); both capped at max_path_length - H when given (Diffuser pads
+    each episode only up to max_path_length, so a full-length episode gets no padded windows). Diffuser's
+    `range(max_start)` also leaves out the last of those starts; here it is kept.
 
     "returns"[i] is Diffuser's ValueDataset target for a window starting at row i: the discounted sum of the
     rewards from i to the episode's end, with termination_penalty added to the reward of an episode's last row
@@ -61,7 +56,7 @@ def trajectory_windows(arrays: dict[str, np.ndarray], dataset: Dataset, horizon:
     """
     if horizon < 1:
         raise ValueError(f"--config.horizon must be >= 1, got {horizon}")
-    ends = episode_ends(dataset, state_dims)
+    ends = episode_ends(dataset)
     begins = np.concatenate([[0], ends[:-1] + 1])
     pad = horizon - 1 if use_padding else 0
     keys = ("observations", "actions")
