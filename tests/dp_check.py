@@ -26,6 +26,9 @@ def _baseline_config(algo):
         config.update(dict(lagrange=True, num_samples=3))
     if algo == "td3bc":
         config.policy_delay = 1  # every update moves the actor and the targets
+    if algo == "diffuser":  # windows of 8 steps; the value model trains (and is averaged over devices) too
+        config.update(dict(horizon=8, diffusion_steps=4, dim=16, dim_mults=(1, 2), ema_start=0, ema_every=1,
+                           num_plan_samples=2))
     if algo == "idql":
         # Its 256-wide LN_Resnet has gradient entries of ~1e-9 that summation order alone changes, which Adam's
         # first steps (g / (|g| + 1e-8)) turn into parameter gaps of ~3e-5; at width 16 they stay below 1e-6.
@@ -36,7 +39,8 @@ def _baseline_config(algo):
 def _compare_updates(algo, config, data, mesh, obs_dim, act_dim):
     """Three consecutive updates on one device (whole batch) and on four (a quarter each); largest differences."""
     key = jax.random.PRNGKey(3)
-    stats = (data["observations"].mean(0), data["observations"].std(0))
+    # Diffuser keeps its own normaliser (None: the identity); the others (mean, std) of the states.
+    stats = None if algo == "diffuser" else (data["observations"].mean(0), data["observations"].std(0))
     single = create_agent(algo, key, obs_dim, act_dim, [1.0, 1.0], config, observation_stats=stats)
     parallel = create_agent(algo, key, obs_dim, act_dim, [1.0, 1.0], config, axis_name=AXIS,
                             observation_stats=stats)
@@ -54,7 +58,8 @@ def _compare_updates(algo, config, data, mesh, obs_dim, act_dim):
     leaves = zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(parallel))
     param_gap = max(float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))))
                     for a, b in leaves)
-    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(single.actor.params))
+    params = single.model.params if algo == "diffuser" else single.actor.params
+    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(params))
     return {"metric_gap": metric_gap, "param_gap": param_gap, "param_scale": scale}
 
 
@@ -112,6 +117,10 @@ def main():
     for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql"):
         algo_config = config if algo == "dql" else _baseline_config(algo)
         report[algo] = _compare_updates(algo, algo_config, data, mesh, obs_dim, act_dim)
+    windows = {"observations": rng.normal(size=(batch, 8, obs_dim)).astype(np.float32),
+               "actions": rng.uniform(-1, 1, (batch, 8, act_dim)).astype(np.float32),
+               "returns": rng.normal(size=(batch, 8)).astype(np.float32)}
+    report["diffuser"] = _compare_updates("diffuser", _baseline_config("diffuser"), windows, mesh, obs_dim, act_dim)
     report["layouts"] = _compare_layouts(data)
 
     # A run trained on 4 devices refuses to resume on 2: each device draws its own minibatch stream.

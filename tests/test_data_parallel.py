@@ -17,10 +17,14 @@ def test_data_parallel_update_equals_single_device_update():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.split("REPORT ", 1)[1])
-    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql"):
+    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql", "diffuser"):
         gaps = report[algo]
         assert gaps["metric_gap"] <= 1e-4, (algo, gaps)
-        assert gaps["param_gap"] < 1e-5 * max(1.0, gaps["param_scale"]), (algo, gaps)
+        # Diffuser: Adam's first steps (g / (|g| + 1e-8)) turn summation-order differences in near-zero gradient
+        # entries (its value model's last downsampling kernel) into gaps of ~5% of its lr 2e-4 (1.1e-5 measured);
+        # an update that skipped the device average would be off by ~lr on most entries.
+        tolerance = 2e-5 if algo == "diffuser" else 1e-5 * max(1.0, gaps["param_scale"])
+        assert gaps["param_gap"] < tolerance, (algo, gaps)
     layouts = report["layouts"]
     assert layouts["step"] == 5
     for name in ("data_param_gap", "data_metric_gap", "seeds_param_gap", "seeds_metric_gap"):
