@@ -26,9 +26,9 @@ def _baseline_config(algo):
         config.update(dict(lagrange=True, num_samples=3))
     if algo == "td3bc":
         config.policy_delay = 1  # every update moves the actor and the targets
-    if algo == "diffuser":  # windows of 8 steps; the value model trains (and is averaged over devices) too
+    if algo == "diffuser":  # windows of 8 steps; the trajectory model only (the value model's update is the same code)
         config.update(dict(horizon=8, diffusion_steps=4, dim=16, dim_mults=(1, 2), ema_start=0, ema_every=1,
-                           num_plan_samples=2))
+                           use_value_guide=False))
     if algo == "idql":
         # Its 256-wide LN_Resnet has gradient entries of ~1e-9 that summation order alone changes, which Adam's
         # first steps (g / (|g| + 1e-8)) turn into parameter gaps of ~3e-5; at width 16 they stay below 1e-6.

@@ -1,5 +1,6 @@
 """Diffuser as an agent: windowed minibatches, trajectory windows and returns, learning a known plan, value guidance,
-and the real loop (train, checkpoint, restore, act, resume)."""
+and the trainer's data hooks (the loop itself, with checkpoints and exact resume, runs on a point maze in
+test_diffuser_control.py)."""
 
 import dataclasses
 
@@ -8,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import dql
 from dql.data.dataset import Dataset, sample_batch, training_arrays
 from dql.data.windows import episode_ends, trajectory_windows
 
@@ -204,10 +204,8 @@ def test_value_model_trains_on_window_returns_in_the_update():
 
 
 # ----------------------------------------------------------------------------------------------- the real loop
-from dql.checkpoint import Checkpoints  # noqa: E402
 from dql.data import d4rl  # noqa: E402
-from dql.logs import read_csv  # noqa: E402
-from dql.trainer import agent_arrays, agent_statistics, train  # noqa: E402
+from dql.trainer import agent_arrays, agent_statistics  # noqa: E402
 
 
 def _loop_config(**overrides):
@@ -232,44 +230,6 @@ def test_trainer_hooks_give_windows_to_diffuser_and_transitions_to_the_others(pe
     assert set(agent_arrays(other, dataset)) == set(training_arrays(dataset))
     mean, std = agent_statistics(other, dataset)
     np.testing.assert_allclose(mean, dataset.observations.mean(0))
-
-
-def test_diffuser_through_the_loop_trains_restores_acts_and_resumes_exactly(tmp_path, pendulum_file, monkeypatch):
-    dataset = d4rl.read_hdf5(pendulum_file)
-    config = _loop_config()
-    env = ("Pendulum-v1", {"max_episode_steps": 20})  # short evaluation episodes: the loop, not the score, is tested
-    (summary,) = train(config, dataset, tmp_path / "straight", env)
-    assert summary["final"]["step"] == 20 and np.isfinite(summary["final"]["score_mean"])
-
-    policy = dql.load_policy(tmp_path / "straight")
-    stats = DiffuserAgent.dataset_statistics(dataset, config)
-    np.testing.assert_allclose(policy.agent.normalizer["observation_shift"], stats["observation_shift"], rtol=1e-6)
-    actions = policy(dataset.observations[:5], seed=0)
-    assert actions.shape == (5, 1) and np.all(np.abs(actions) <= 2.0)
-
-    # Interrupted right after its first checkpoint, then resumed: the same metrics and parameters.
-    original_save = Checkpoints.save
-
-    def save_then_die(self, step, state, meta):
-        original_save(self, step, state, meta)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, dataset, tmp_path / "resumed", env)
-    monkeypatch.setattr(Checkpoints, "save", original_save)
-    train(config, dataset, tmp_path / "resumed", env)
-    straight, resumed = read_csv(tmp_path / "straight/metrics.csv"), read_csv(tmp_path / "resumed/metrics.csv")
-    assert [int(r["step"]) for r in resumed] == [10, 20]
-    for a, b in zip(straight, resumed):
-        for key in a:
-            if key not in ("wall_time_s", "steps_per_s"):
-                assert a[key] == b[key], (key, a["step"])
-    again = dql.load_policy(tmp_path / "resumed")
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                           (policy.agent.model_ema_params, policy.agent.value.params),
-                           (again.agent.model_ema_params, again.agent.value.params))
-    np.testing.assert_array_equal(again(dataset.observations[:5], seed=0), actions)
 
 
 @pytest.mark.parametrize("overrides, message", [

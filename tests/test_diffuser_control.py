@@ -3,6 +3,7 @@ plan and training window, the three ways to drive an episode (replan, waypoints,
 the point-maze row through the real loop."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -36,17 +37,25 @@ def _maze_stream(length=40, seed=0):
                    max_action=np.ones(2, np.float32))
 
 
-def _maze_agent(dataset, **overrides):
-    config = config_of("diffuser", **{**MAZE_TINY, **overrides})
+@functools.lru_cache(maxsize=None)
+def _stream_agent():
+    """The agent on `_maze_stream()`, built once for the module (building compiles the U-Net's initialiser)."""
+    dataset = _maze_stream()
+    config = config_of("diffuser", **MAZE_TINY)
     stats = DiffuserAgent.dataset_statistics(dataset, config)
-    agent = jax.jit(lambda key: create_agent("diffuser", key, dataset.observation_dim, dataset.action_dim,
-                                             dataset.max_action, config, None, stats))(jax.random.PRNGKey(0))
-    return agent, config
+    return jax.jit(lambda key: create_agent("diffuser", key, dataset.observation_dim, dataset.action_dim,
+                                            dataset.max_action, config, None, stats))(jax.random.PRNGKey(0))
+
+
+def _maze_agent(dataset, control="waypoints"):
+    """The module's agent (for `_maze_stream()`) with its control setting."""
+    agent = _stream_agent()
+    return agent.replace(hp=dataclasses.replace(agent.hp, control=control)), None
 
 
 def test_the_normaliser_covers_the_planned_state_only():
     dataset = _maze_stream()
-    agent, config = _maze_agent(dataset)
+    agent, _ = _maze_agent(dataset)
     low, high = dataset.observations[:, :4].min(0), dataset.observations[:, :4].max(0)
     np.testing.assert_allclose(agent.normalizer["observation_shift"], (low + high) / 2, rtol=1e-6)
     np.testing.assert_allclose(agent.normalizer["observation_scale"], (high - low) / 2, rtol=1e-6)
@@ -149,11 +158,14 @@ def test_maze_layout_errors_name_the_flag(overrides, observation_dim, message):
     hyperparams("diffuser", config_of("diffuser", **MAZE_TINY), [1.0, 1.0])  # the base is valid
 
 
-def test_the_point_maze_row_trains_plans_once_per_episode_and_scores(tmp_path, monkeypatch):
+def test_the_point_maze_row_through_the_loop_plans_once_restores_and_resumes_exactly(tmp_path, monkeypatch):
     pytest.importorskip("gymnasium_robotics")
+    import dql
+    from dql.checkpoint import Checkpoints
     from dql.configs import resolve
     from dql.data import load_dataset
     from dql.envs import env_for_dataset
+    from dql.logs import read_csv
     from dql.trainer import train
 
     monkeypatch.setenv("DQL_DATASET_DIR", str(tmp_path / "cache"))
@@ -161,11 +173,43 @@ def test_the_point_maze_row_trains_plans_once_per_episode_and_scores(tmp_path, m
     dataset = load_dataset(name)
     row = resolve("diffuser", name)
     assert (row.horizon, row.diffusion_steps, row.control, row.goal_conditioned) == (128, 64, "waypoints", True)
+    # The value model too (the maze row has none), so that its weights go through checkpoint and resume.
     config = resolve("diffuser", name, overrides={
-        "horizon": 16, "diffusion_steps": 4, "dim": 8, "dim_mults": (1, 2), "steps": 20, "batch_size": 8,
-        "steps_per_dispatch": 10, "eval_every": 20, "eval_episodes": 2, "save_every": 20})
+        "horizon": 16, "diffusion_steps": 4, "dim": 16, "dim_mults": (1, 2), "steps": 20, "batch_size": 8,
+        "steps_per_dispatch": 10, "eval_every": 10, "eval_episodes": 2, "save_every": 10, "use_value_guide": True,
+        "num_plan_samples": 2})
     config.seed = 0
-    (summary,) = train(config, dataset, tmp_path / "run", env_for_dataset(dataset, None))
-    final = summary["final"]
-    # 300-step episodes of the flattened env, scored against the controller: finite, in the score's units.
-    assert final["step"] == 20 and np.isfinite(final["score_mean"]) and final["return_mean"] >= 0.0
+    env = env_for_dataset(dataset, None)
+    (summary,) = train(config, dataset, tmp_path / "straight", env)
+    # 300-step episodes of the flattened env, scored against the controller.
+    assert summary["final"]["step"] == 20 and np.isfinite(summary["final"]["score_mean"])
+
+    policy = dql.load_policy(tmp_path / "straight")
+    low, high = dataset.observations[:, :4].min(0), dataset.observations[:, :4].max(0)
+    np.testing.assert_allclose(policy.agent.normalizer["observation_shift"], (low + high) / 2, rtol=1e-5)
+    actions = policy(dataset.observations[:5], seed=0)  # the replanning policy
+    assert actions.shape == (5, 2)
+
+    # Interrupted right after its first checkpoint, then resumed: the same metrics and parameters.
+    original_save = Checkpoints.save
+
+    def save_then_die(self, step, state, meta):
+        original_save(self, step, state, meta)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, dataset, tmp_path / "resumed", env)
+    monkeypatch.setattr(Checkpoints, "save", original_save)
+    train(config, dataset, tmp_path / "resumed", env)
+    straight, resumed = read_csv(tmp_path / "straight/metrics.csv"), read_csv(tmp_path / "resumed/metrics.csv")
+    assert [int(r["step"]) for r in resumed] == [10, 20]
+    for a, b in zip(straight, resumed):
+        for key in a:
+            if key not in ("wall_time_s", "steps_per_s"):
+                assert a[key] == b[key], (key, a["step"])
+    again = dql.load_policy(tmp_path / "resumed")
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                           (policy.agent.model_ema_params, policy.agent.value.params),
+                           (again.agent.model_ema_params, again.agent.value.params))
+    np.testing.assert_array_equal(again(dataset.observations[:5], seed=0), actions)
