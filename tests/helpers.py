@@ -88,3 +88,21 @@ def train_on_bandit(algo: str, data: dict, config):
 
     agent, _, metrics = run_chunk(bandit_agent(algo, config, "data"), data, jax.random.PRNGKey(1), 128, config.steps)
     return agent, metrics
+
+
+def die_after_saves(monkeypatch, count: int = 1):
+    """Interrupt training (as a crash or a preemption would) right after the `count`-th checkpoint of any seed is
+    written; returns the real Checkpoints.save, to put back with monkeypatch.setattr."""
+    from dql.checkpoint import Checkpoints
+
+    original_save = Checkpoints.save
+    saves = []
+
+    def save_then_die(self, step, state, meta):
+        original_save(self, step, state, meta)
+        saves.append(step)
+        if len(saves) == count:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    return original_save

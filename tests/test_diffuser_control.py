@@ -14,7 +14,7 @@ from dql.agents import create_agent, hyperparams
 from dql.agents.diffuser import DiffuserAgent
 from dql.data.dataset import Dataset
 from dql.evaluation import EpisodePolicy
-from tests.helpers import config_of
+from tests.helpers import config_of, die_after_saves
 
 MAZE_TINY = dict(horizon=8, diffusion_steps=4, dim=8, dim_mults=(1, 2), ema_start=0, ema_every=1, steps=20,
                  use_value_guide=False, goal_conditioned=True, state_dims=4, control="waypoints",
@@ -189,13 +189,7 @@ def test_the_point_maze_row_through_the_loop_plans_once_restores_and_resumes_exa
     assert actions.shape == (5, 2)
 
     # Interrupted right after its first checkpoint, then resumed: the same metrics and parameters.
-    original_save = Checkpoints.save
-
-    def save_then_die(self, step, state, meta):
-        original_save(self, step, state, meta)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    original_save = die_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(config, dataset, tmp_path / "resumed", env)
     monkeypatch.setattr(Checkpoints, "save", original_save)

@@ -14,6 +14,7 @@ from dql.logs import read_csv
 from dql.policy import checkpoint_template
 from dql.trainer import train
 from tests.conftest import tiny_config
+from tests.helpers import die_after_saves
 
 ENV = ("Pendulum-v1", {})
 
@@ -43,24 +44,10 @@ def _assert_same_policy(program_dir, single_dir, observations):
         np.testing.assert_allclose(program(observations, seed), single(observations, seed), rtol=1e-4, atol=1e-4)
 
 
-def _die_after_saves(monkeypatch, count):
-    """Interrupt training (as a crash would) right after the `count`-th checkpoint of any seed is written."""
-    original_save = Checkpoints.save
-    saves = []
-
-    def save_then_die(self, step, state, meta):
-        original_save(self, step, state, meta)
-        saves.append(step)
-        if len(saves) == count:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
-
-
 def test_a_program_stopped_in_its_first_save_starts_again(tmp_path, pendulum_file, monkeypatch):
     dataset = d4rl.read_hdf5(pendulum_file)
     config = _config("bc", num_seeds=2, steps=20)
-    _die_after_saves(monkeypatch, 1)  # seed 0 saved step 10, seed 1 nothing
+    die_after_saves(monkeypatch, 1)  # seed 0 saved step 10, seed 1 nothing
     with pytest.raises(KeyboardInterrupt):
         _run(config, dataset, tmp_path / "program")
     monkeypatch.undo()
@@ -88,7 +75,7 @@ def test_dql_program_evaluates_checkpoints_and_resumes_like_separate_runs(tmp_pa
     config = _config("dql", num_seeds=2)
     # Stop the program while it saves step 20 (seed 0 saved it, seed 1 not), as a preemption could: it resumes
     # both seeds from step 10, their newest common checkpoint.
-    _die_after_saves(monkeypatch, 3)
+    die_after_saves(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         _run(config, dataset, tmp_path / "program", ENV)
     monkeypatch.undo()

@@ -10,6 +10,7 @@ from dql.logs import read_csv
 from dql.policy import checkpoint_template
 from dql.trainer import TrainingDiverged, select_models, train
 from tests.conftest import tiny_config
+from tests.helpers import die_after_saves
 
 ENV = ("Pendulum-v1", {})
 
@@ -28,13 +29,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, pendulum_file, monkeypatch
     train(config, dataset, tmp_path / "straight", ENV)
 
     # Interrupt the second run right after its first checkpoint, as a preemption would.
-    original_save = Checkpoints.save
-
-    def save_then_die(self, step, state, meta):
-        original_save(self, step, state, meta)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    original_save = die_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(config, dataset, tmp_path / "resumed", ENV)
     monkeypatch.setattr(Checkpoints, "save", original_save)
