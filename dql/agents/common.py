@@ -133,8 +133,12 @@ class Hyperparams:
         if not hidden or min(hidden) < 1:
             raise ValueError(f"--config.hidden_dims must be positive layer widths, got {hidden}")
 
-    def require(self, at_least: dict[str, float] = (), positive=(), unit_interval=()) -> None:
-        """Range checks whose messages name the --config flag."""
+    def require(self, at_least: dict[str, float] = (), positive=(), unit_interval=(), choices=()) -> None:
+        """Range and choice checks whose messages name the --config flag; choices: {name: allowed values}."""
+        for name, allowed in dict(choices).items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--config.{name}={getattr(self, name)!r}; expected one of "
+                                 f"{', '.join(map(str, allowed))}")
         for name, low in dict(at_least).items():
             if getattr(self, name) < low:
                 raise ValueError(f"--config.{name} must be >= {low}, got {getattr(self, name)}")

@@ -95,17 +95,12 @@ class DiffuserHyperparams(common.Hyperparams):
                       "state_dims": 0},
             positive=("lr", "value_lr", "action_weight", "loss_discount"),
             unit_interval=("ema_decay", "value_discount"),
+            choices={"beta_schedule": SCHEDULES, "control": CONTROLS, "normalizer": NORMALIZERS},
         )
         check_horizon(self.horizon, self.dim_mults)
         if self.max_path_length < self.horizon:
             raise ValueError(f"--config.max_path_length={self.max_path_length} must be >= --config.horizon="
                              f"{self.horizon}")
-        if self.beta_schedule not in SCHEDULES:
-            raise ValueError(f"--config.beta_schedule={self.beta_schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.control not in CONTROLS:
-            raise ValueError(f"--config.control={self.control!r}; expected one of {', '.join(CONTROLS)}")
-        if self.normalizer not in NORMALIZERS:
-            raise ValueError(f"--config.normalizer={self.normalizer!r}; expected one of {', '.join(NORMALIZERS)}")
         if not self.dim_mults or min(self.dim_mults) < 1:
             raise ValueError(f"--config.dim_mults must be positive multipliers, got {self.dim_mults}")
         if self.dim < 8 or self.dim % 8:
