@@ -198,6 +198,51 @@ def test_evaluation_env_sees_the_datas_flat_observations(cache):
     assert np.all(dataset.normalized_score(returns) > 50)
 
 
+def test_minari_pointmaze_reads_as_the_flat_vectors_the_env_is_evaluated_in(tmp_path, monkeypatch):
+    """A Minari dataset in D4RL/pointmaze's form (dict observations, recorded with minari's DataCollector in the
+    point maze) becomes [observation, desired_goal] rows that the flattened evaluation env accepts, and Diffuser
+    takes the maze row for Minari's D4RL/pointmaze names."""
+    import gymnasium as gym
+    import warnings
+
+    import minari
+
+    from dql.configs import resolve
+    from dql.envs import check_env_matches, env_for_dataset, register_robotics
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    register_robotics(UMAZE)
+    env = minari.DataCollector(gym.make(UMAZE, max_episode_steps=25))
+    raw_episodes = []
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        observation, _ = env.reset(seed=episode)
+        raw, done = [observation], False
+        while not done:
+            observation, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
+            raw.append(observation)
+            done = terminated or truncated
+        raw_episodes.append(raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # minari asks for author and description metadata
+        env.create_dataset(dataset_id="test/pointmaze/umaze-v0", algorithm_name="uniform", eval_env=UMAZE)
+
+    dataset = load_dataset("minari:test/pointmaze/umaze-v0")
+    assert dataset.observations.shape == (75, 6)
+    first = raw_episodes[0]
+    for t in (0, 24):
+        np.testing.assert_allclose(dataset.observations[t, :4], first[t]["observation"], rtol=1e-6)
+        np.testing.assert_allclose(dataset.observations[t, 4:], first[t]["desired_goal"], rtol=1e-6)
+        np.testing.assert_allclose(dataset.next_observations[t], maze.flatten_maze_observation(first[t + 1]),
+                                   rtol=1e-6)
+    env_id, env_kwargs = env_for_dataset(dataset, None)
+    assert env_id == UMAZE and check_env_matches(dataset, env_id, env_kwargs).tolist() == [1.0, 1.0]
+
+    row = resolve("diffuser", "minari:D4RL/pointmaze/medium-dense-v2")
+    assert (row.horizon, row.diffusion_steps, row.goal_conditioned, row.control) == (256, 256, True, "waypoints")
+
+
 @pytest.mark.parametrize("spec, message", [
     (f"gym:{UMAZE}/medium", f"unknown level 'medium'; {UMAZE} has waypoint, waypoint-multitask"),
     ("gym:Hopper-v5/waypoint", "unknown level 'waypoint'; Hopper-v5 has random, medium"),

@@ -73,7 +73,8 @@ DATASET_OVERRIDES: dict[str, dict] = {
     "pendulum-mixed-v0": {**PENDULUM_ROW, "horizon": 8, "dim_mults": (1, 2, 4), "num_plan_samples": 16},
 }
 
-# The maze2d branch's config/maze2d.py for the point mazes (every tier of gym:PointMaze_*-v3): plain inpainting,
+# The maze2d branch's config/maze2d.py for the point mazes (every tier of gym:PointMaze_*-v3, and Minari's
+# D4RL/pointmaze/{umaze,medium,large}[-dense]-v2, recorded in the same envs): plain inpainting,
 # no value model; the planned state is [x, y, vx, vy] (the goal entries of the flattened observation are pinned,
 # at rest, at the plan's last step); limits normaliser with clipped x0, no padding, max_path_length 40000,
 # action_weight 1, dim_mults (1, 4, 8), 2M updates, one plan per episode followed by the PD controller. Horizon
@@ -83,6 +84,9 @@ _MAZE = {"use_value_guide": False, "goal_conditioned": True, "state_dims": 4, "c
          "normalizer": "limits", "clip_denoised": True, "use_padding": False, "max_path_length": 40_000,
          "action_weight": 1.0, "dim_mults": (1, 4, 8), "num_plan_samples": 1, "steps": 2_000_000,
          "eval_every": 100_000, "eval_episodes": 50}
-for _env, (_horizon, _steps) in {"PointMaze_UMaze-v3": (128, 64), "PointMaze_Medium-v3": (256, 256),
-                                 "PointMaze_Large-v3": (384, 256)}.items():
+for _env, _maze, (_horizon, _steps) in [("PointMaze_UMaze-v3", "umaze", (128, 64)),
+                                        ("PointMaze_Medium-v3", "medium", (256, 256)),
+                                        ("PointMaze_Large-v3", "large", (384, 256))]:
     DATASET_OVERRIDES[f"gym:{_env}"] = {**_MAZE, "horizon": _horizon, "diffusion_steps": _steps}
+    for _reward in ("", "-dense"):
+        DATASET_OVERRIDES[f"minari:D4RL/pointmaze/{_maze}{_reward}-v2"] = dict(DATASET_OVERRIDES[f"gym:{_env}"])

@@ -4,6 +4,8 @@ Loaded with the `minari` package (optional: pip install 'dql[minari]') from its 
 default ~/.minari/datasets), downloaded first when it is not there. Episodes become transitions with explicit
 next observations; `terminations` are the dones, truncations only end episodes. The dataset's own evaluation env
 spec (else its env spec) evaluates it, and its ref_min_score / ref_max_score normalize the returns.
+Goal-conditioned dict observations (the D4RL/pointmaze datasets: observation, achieved_goal, desired_goal) become
+[observation, desired_goal] vectors, the layout the point-maze envs are flattened to for evaluation.
 """
 
 from __future__ import annotations
@@ -58,11 +60,7 @@ def load(dataset_id: str) -> Dataset:
                                    "timeouts", "next_actions")}
     returns = []
     for episode in minari_dataset.iterate_episodes():
-        observations = episode.observations
-        if isinstance(observations, dict):
-            raise DatasetError(f"--dataset={name}: dictionary observations ({sorted(observations)}) are not supported; "
-                               "the agents take flat observation vectors")
-        observations = np.asarray(observations, np.float32).reshape(len(observations), -1)
+        observations = _flat_observations(episode.observations, name)
         terminations = np.asarray(episode.terminations, bool)
         truncations = np.asarray(episode.truncations, bool)
         columns["observations"].append(observations[:-1])
@@ -97,6 +95,17 @@ def load(dataset_id: str) -> Dataset:
         ref_max_score=_float_or_none(metadata.get("ref_max_score")),
         next_actions=arrays["next_actions"],
     )
+
+
+def _flat_observations(observations, name: str) -> np.ndarray:
+    """[T + 1, obs] float32 rows of an episode's observations; a goal-conditioned dict as [observation, goal]."""
+    if isinstance(observations, dict):
+        if not {"observation", "desired_goal"} <= set(observations):
+            raise DatasetError(f"--dataset={name}: dictionary observations with keys {sorted(observations)} are not "
+                               "supported; expected flat vectors or goal-conditioned ones (observation, desired_goal)")
+        parts = [np.asarray(observations[key], np.float32) for key in ("observation", "desired_goal")]
+        return np.concatenate([part.reshape(len(part), -1) for part in parts], axis=1)
+    return np.asarray(observations, np.float32).reshape(len(observations), -1)
 
 
 def _float_or_none(value) -> float | None:
