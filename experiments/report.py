@@ -114,6 +114,11 @@ def score_matrices(runs: list[dict]) -> ScoreMatrices:
                 notes.append(f"{algo} on {task}: seeds {dropped} left out to keep {keep} runs on every dataset.")
             columns.append([run["score"] for run in members[:keep]])
         by_algo[algo] = np.array(columns, np.float64).T  # rliable's layout: rows are runs, columns are tasks
+    single = sorted(algo for algo, matrix in by_algo.items() if matrix.shape[0] == 1)
+    if single:
+        notes.append(f"One run per dataset for {', '.join(single)}: a bootstrap over one run has nothing to resample, "
+                     "so those intervals have zero width and those probabilities of improvement are 0, 0.5 or 1; "
+                     "they say nothing about the algorithms. Run 3 or more seeds.")
     return ScoreMatrices(by_algo, tasks, notes)
 
 

@@ -110,6 +110,7 @@ def test_score_matrices_common_datasets_and_truncation():
     notes = "\n".join(scores.notes)
     assert "iql on d1: seeds 2 left out to keep 2 runs" in notes
     assert "d3, run by bc" in notes and "not normalized): pendulum" in notes
+    assert "One run per dataset for bc:" in notes and "iql" not in notes.split("One run per dataset")[1]
 
 
 def test_missing_rliable_is_one_line(monkeypatch):
