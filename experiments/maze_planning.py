@@ -4,7 +4,9 @@ trained planner, how often its plans cross a wall, and a picture of sampled plan
     python -m launch.local experiments/sweeps/maze_umaze.py --root=runs/maze_umaze
     python -m experiments.maze_planning runs/maze_umaze --out=experiments/results/maze-umaze
 
-For every finished run below the root it reads the final evaluation (50 episodes in the sweep); for each Diffuser
+For every finished run below the root it reads the final evaluation (50 episodes in the sweep, at D4RL's fixed
+goal) and evaluates the saved policy at random goals (the waypoint-multitask evaluation of the same rows); for each
+Diffuser
 run it also evaluates its saved planner with control=waypoints (plan once, Diffuser's PD law on the plan's states),
 actions (plan once, play the plan's actions) and, with --replan, replanning every step; it draws 50 plans from the
 evaluation's start states and counts those whose path enters a wall (`dql.data.maze.crosses_wall`), and draws
@@ -57,6 +59,21 @@ def evaluate_controls(agent, dataset, env, seed: int) -> dict:
         results[control] = result
         print(f"  control={control}: score {result['score_mean']:.1f} ± {result['score_std']:.1f}", flush=True)
     return results
+
+
+def multitask_score(folder: Path, seed: int) -> dict:
+    """The saved policy's evaluation at a random goal per episode: the run's rows read as the waypoint-multitask
+    level, which is evaluated in the env with random goals and normalized by that env's reference returns."""
+    name = json.loads((folder / "config.json").read_text())["dataset"]
+    parts = name.split("/")
+    if len(parts) < 2 or parts[1] != maze.DATA_LEVEL:
+        raise SystemExit(f"error: {folder} trained on {name}, not on a gym:PointMaze_*-v3/{maze.DATA_LEVEL} tier")
+    dataset = load_dataset("/".join([parts[0], "waypoint-multitask", *parts[2:]]))
+    env = env_for_dataset(dataset, None)
+    (result,) = Evaluator(env[0], env[1], FLAGS.episodes, [seed], dataset)(stacked(dql.load_policy(folder).agent),
+                                                                            step=0)
+    print(f"{folder}: multi-task score {result['score_mean']:.1f} ± {result['score_std']:.1f}", flush=True)
+    return result
 
 
 def first_states(env, seed: int) -> np.ndarray:
@@ -158,15 +175,18 @@ def planner_study(run: Path, bc_run: Path | None, out: Path) -> dict:
 
 
 def table(runs: list[dict], studies: list[dict]) -> str:
-    lines = ["| algo | seed | step | score (mean ± std over episodes) |", "|---|---|---|---|"]
+    lines = ["| algo | seed | step | fixed goal: score (mean ± std over episodes) | random goals: score |",
+             "|---|---|---|---|---|"]
     for run in runs:
-        lines.append(f"| {run['algo']} | {run['seed']} | {run['step']} | {run['score']:.1f} |")
+        multi = run["multitask"]
+        lines.append(f"| {run['algo']} | {run['seed']} | {run['step']} | {run['score']:.1f} ± {run['score_std']:.1f} | "
+                     f"{multi['score_mean']:.1f} ± {multi['score_std']:.1f} |")
     for study in studies:
         for control, result in study["controls"].items():
             lines.append(f"| diffuser, control={control} | | {study['step']} | "
-                         f"{result['score_mean']:.1f} ± {result['score_std']:.1f} |")
+                         f"{result['score_mean']:.1f} ± {result['score_std']:.1f} | |")
         crossing = study["wall_crossing"]
-        lines.append(f"| diffuser plans entering a wall | | | {crossing['crossing_walls']} of {crossing['plans']} |")
+        lines.append(f"| diffuser plans entering a wall | | | {crossing['crossing_walls']} of {crossing['plans']} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,8 +201,10 @@ def main(argv):
     for folder in folders:
         run = load_run(folder)
         if run is not None:
+            summary = json.loads((folder / "summary.json").read_text())
             runs.append({"algo": run["algo"], "seed": run["seed"], "step": run["curve"][0][-1],
-                         "score": run["score"], "folder": str(folder)})
+                         "score": run["score"], "score_std": summary["final"]["score_std"], "folder": str(folder),
+                         "multitask": multitask_score(folder, int(run["seed"]))})
     bc_runs = [Path(run["folder"]) for run in runs if run["algo"] == "bc"]
     studies = [planner_study(Path(run["folder"]), bc_runs[0] if bc_runs else None, out)
                for run in runs if run["algo"] == "diffuser"]
