@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 
 from dql.data.dataset import Dataset, DatasetError
 
-# D4RL's locomotion tasks, evaluated in Gymnasium's MuJoCo v5 versions (same observation layouts and action
-# bounds as the mujoco-py v2 envs d4rl used). D4RL's ant includes the world body's contact forces (111 dims); Ant-v5
-# drops them (105 dims), so ant datasets fail the dimension check with a message saying so.
+# D4RL's locomotion files were recorded in gym's mujoco-py v3 envs; Gymnasium's v4 envs keep their models (the same
+# XML files) and rewards and only swap mujoco-py for the mujoco bindings, so D4RL names are evaluated in v4. The v5
+# envs changed what the data were recorded in: Walker2d-v5's right foot has friction 1.9 where D4RL's had 0.9;
+# Hopper-v5 and Walker2d-v5 pay the healthy reward only while healthy (v3/v4 also paid it on the falling step, +1
+# per episode); Ant-v5's contact forces leave out the world body (105 dims where D4RL's ant has 111). HalfCheetah
+# has no model or reward change. What stays different is the simulator: MuJoCo 2.x under mujoco-py then, today's
+# mujoco now. The project's generated tiers and Minari's datasets name their own (v5) env; --env overrides all.
 D4RL_ENVS: dict[str, tuple[str, dict]] = {
-    "hopper": ("Hopper-v5", {}),
-    "halfcheetah": ("HalfCheetah-v5", {}),
-    "walker2d": ("Walker2d-v5", {}),
-    "ant": ("Ant-v5", {"use_contact_forces": True}),
+    "hopper": ("Hopper-v4", {}),
+    "halfcheetah": ("HalfCheetah-v4", {}),
+    "walker2d": ("Walker2d-v4", {}),
+    "ant": ("Ant-v4", {"use_contact_forces": True}),
     # Adroit through gymnasium-robotics: the same 45/46/39/39-dim observation vectors as D4RL's hand_dapg files.
     "pen": ("AdroitHandPen-v1", {}),
     "hammer": ("AdroitHandHammer-v1", {}),
@@ -81,13 +88,23 @@ def flattening_wrappers(env_id: str) -> list:
     return [lambda env: gym.wrappers.TransformObservation(env, flatten_maze_observation, space)]
 
 
+@contextlib.contextmanager
+def _d4rl_era_envs_allowed():
+    """Gymnasium warns that the v4 envs are out of date on every make; for D4RL's files they are the right ones."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is out of date\. You should consider upgrading",
+                                category=DeprecationWarning)
+        yield
+
+
 def make_env(env_id: str, env_kwargs: dict):
     """One env of `env_id`, wrapped as the data see it (see flattening_wrappers)."""
     import gymnasium as gym
 
     register_robotics(env_id)
     try:
-        env = gym.make(env_id, **env_kwargs)
+        with _d4rl_era_envs_allowed():
+            env = gym.make(env_id, **env_kwargs)
     except gym.error.Error as error:
         raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
     for wrapper in flattening_wrappers(env_id):
@@ -100,8 +117,9 @@ def make_vector_env(env_id: str, env_kwargs: dict, num_envs: int):
 
     register_robotics(env_id)
     try:
-        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                            wrappers=flattening_wrappers(env_id) or None, **env_kwargs)
+        with _d4rl_era_envs_allowed():
+            return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                                wrappers=flattening_wrappers(env_id) or None, **env_kwargs)
     except gym.error.Error as error:
         raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
 

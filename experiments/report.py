@@ -172,17 +172,19 @@ def mean_and_se(values) -> tuple[float, float]:
 
 
 def dataset_table(runs: list[dict]) -> list[str]:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    # Scores from different evaluation envs (a D4RL file in Hopper-v4 and in Hopper-v5 by --env) are not averaged.
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for run in runs:
-        groups[(run["dataset"], run["algo"])].append(run)
+        groups[(run["dataset"], run.get("env") or "", run["algo"])].append(run)
     lines = ["## Final score per dataset (mean ± standard error over seeds)", "",
-             "| dataset | algorithm | score | seeds | data average | published |", "|---|---|---|---|---|---|"]
-    for (dataset, algo), members in sorted(groups.items()):
+             "| dataset | evaluated in | algorithm | score | seeds | data average | published |",
+             "|---|---|---|---|---|---|---|"]
+    for (dataset, env, algo), members in sorted(groups.items()):
         mean, se = mean_and_se([m["score"] for m in members])
         published = PAPER_SCORES.get((algo, dataset))
         unit = "" if members[0]["normalized"] else " (return)"
         spread = f" ± {se:.1f}" if len(members) > 1 else ""  # one seed has no standard error
-        lines.append(f"| {dataset} | {algo} | {mean:.1f}{spread}{unit} | {len(members)} | "
+        lines.append(f"| {dataset} | {env} | {algo} | {mean:.1f}{spread}{unit} | {len(members)} | "
                      f"{members[0]['data_average']:.1f} | {'' if published is None else f'{published:.1f}'} |")
     return lines
 

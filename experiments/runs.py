@@ -42,9 +42,12 @@ def load_run(path: Path) -> dict | None:
         return None
     key = "score_mean" if summary["final"].get("score_mean") is not None else "return_mean"
     rows = [r for r in read_csv(path / "metrics.csv") if r.get(f"eval_{key}")]
+    dataset_file = path / "dataset.json"  # the evaluation env, as the trainer recorded it
+    env = json.loads(dataset_file.read_text()).get("eval_env_id") if dataset_file.exists() else None
     return {
         "algo": config["algo"],
         "dataset": summary["dataset"]["name"],
+        "env": env,
         "seed": config["seed"],
         "path": path,
         "score": float(summary["final"][key]),

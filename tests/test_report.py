@@ -20,9 +20,14 @@ needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None,
                                    reason="experiments.report needs rliable: pip install 'dql[report]'")
 
 
+EVAL_ENVS = {"hopper-medium-v2": "Hopper-v4", "walker2d-medium-v2": "Walker2d-v4"}  # as dql.envs maps D4RL names
+
+
 def make_run(folder: Path, algo: str, dataset: str, seed: int, scores: list[float], normalized: bool = True):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"algo": algo, "dataset": dataset, "seed": seed}))
+    env = EVAL_ENVS.get(dataset, "Hopper-v5")
+    (folder / "dataset.json").write_text(json.dumps({"name": dataset, "eval_env_id": env}))
     steps = [10 * (i + 1) for i in range(len(scores))]
     key = "score_mean" if normalized else "return_mean"
     final = {"step": steps[-1], "return_mean": scores[-1] if not normalized else 0.0, "return_std": 0.0,
@@ -113,6 +118,14 @@ def test_score_matrices_common_datasets_and_truncation():
     assert "One run per dataset for bc:" in notes and "iql" not in notes.split("One run per dataset")[1]
 
 
+def test_scores_from_different_evaluation_envs_are_not_averaged():
+    runs = [dict(fake_run("bc", "hopper-medium-v2", seed, score), env=env, data_average=40.0)
+            for seed, score, env in [(0, 50.0, "Hopper-v4"), (1, 54.0, "Hopper-v4"), (2, 10.0, "Hopper-v5")]]
+    table = "\n".join(report.dataset_table(runs))
+    assert "| hopper-medium-v2 | Hopper-v4 | bc | 52.0 ± 2.0 | 2 |" in table
+    assert "| hopper-medium-v2 | Hopper-v5 | bc | 10.0 | 1 |" in table
+
+
 def test_missing_rliable_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "rliable", None)  # makes `from rliable import ...` raise ImportError
     with pytest.raises(SystemExit, match=r"^error: experiments.report needs rliable: pip install 'dql\[report\]'$"):
@@ -167,9 +180,9 @@ def test_report_of_a_sweep_root(tmp_path):
     assert "unfinished" in result.stderr
     table = (out / "report.md").read_text()
     # Per dataset, every finished run: IQL (60, 70, 80) -> 70.0 ± 5.8, published 66.3; BC (50, 52) -> 51.0 ± 1.0.
-    assert "| hopper-medium-v2 | iql | 70.0 ± 5.8 | 3 | 40.0 | 66.3 |" in table
-    assert "| hopper-medium-v2 | bc | 51.0 ± 1.0 | 2 | 40.0 | 52.9 |" in table
-    assert "| gym:Hopper-v5/medium-replay | bc | 37.5 | 1 | 40.0 |  |" in table  # no ± for a single seed
+    assert "| hopper-medium-v2 | Hopper-v4 | iql | 70.0 ± 5.8 | 3 | 40.0 | 66.3 |" in table
+    assert "| hopper-medium-v2 | Hopper-v4 | bc | 51.0 ± 1.0 | 2 | 40.0 | 52.9 |" in table
+    assert "| gym:Hopper-v5/medium-replay | Hopper-v5 | bc | 37.5 | 1 | 40.0 |  |" in table  # no ± for one seed
     # Aggregates over hopper and walker with 2 runs each (IQL's seed 2 on hopper left out):
     # IQL (60, 70 | 70, 74): IQM 70, mean = median = 68.5, gap 31.5; BC (50, 52 | 40, 44): IQM 47, 46.5, 53.5.
     assert aggregate_points(table) == {"iql": [70.0, 68.5, 68.5, 31.5], "bc": [47.0, 46.5, 46.5, 53.5]}

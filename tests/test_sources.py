@@ -256,7 +256,7 @@ def test_the_same_training_command_on_every_source_kind(tmp_path, monkeypatch, f
                      "--config.steps_per_dispatch=10")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "final policy at step 10" in result.stdout
-    env_id = {"path": "Pendulum-v1", "d4rl": "Hopper-v5", "minari": "Pendulum-v1", "gym": "Hopper-v5"}[kind]
+    env_id = {"path": "Pendulum-v1", "d4rl": "Hopper-v4", "minari": "Pendulum-v1", "gym": "Hopper-v5"}[kind]
     assert json.loads((workdir / "dataset.json").read_text())["eval_env_id"] == env_id
 
 
@@ -276,6 +276,37 @@ def test_a_d4rl_name_without_an_environment_fails_before_downloading(tmp_path, m
                      "--steps=10", "--save_every=10", "--eval_every=10", "--batch_size=16",
                      "--config.hidden_dims=16,16", "--config.steps_per_dispatch=10")
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_d4rl_names_are_evaluated_in_the_d4rl_era_envs_generated_tiers_in_v5_and_env_wins(tmp_path, monkeypatch):
+    from dql.envs import env_for_d4rl_name, env_for_dataset, make_env
+
+    assert [env_for_d4rl_name(f"{domain}-medium-v2") for domain in ("hopper", "halfcheetah", "walker2d")] == [
+        ("Hopper-v4", {}), ("HalfCheetah-v4", {}), ("Walker2d-v4", {})]
+
+    def foot_frictions(env_id):
+        env = make_env(env_id, {})
+        try:
+            model = env.unwrapped.model
+            return [float(model.geom(name).friction[0]) for name in ("foot_geom", "foot_left_geom")]
+        finally:
+            env.close()
+
+    # Why v4: it keeps the model D4RL recorded in (right and left foot frictions 0.9 and 1.9), v5 changed it; and
+    # v4's ant observes D4RL's 111 dims (v5 drops the world body's contact forces).
+    assert foot_frictions("Walker2d-v4") == [0.9, 1.9] and foot_frictions("Walker2d-v5") == [1.9, 1.9]
+    ant = make_env(*env_for_d4rl_name("ant-medium-v2"))
+    assert ant.observation_space.shape == (111,)
+    ant.close()
+
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+    monkeypatch.setenv("DQL_DATASET_DIR", str(tmp_path / "cache"))
+    (tmp_path / "d4rl").mkdir()
+    write_d4rl_file(d4rl.local_path("hopper-medium-v2"), obs_dim=11, act_dim=3)
+    d4rl_file, generated = load_dataset("hopper-medium-v2"), load_dataset("gym:Hopper-v5/random/200")
+    assert env_for_dataset(d4rl_file, None) == ("Hopper-v4", {})
+    assert env_for_dataset(generated, None)[0] == "Hopper-v5"
+    assert env_for_dataset(d4rl_file, "Hopper-v5") == ("Hopper-v5", {}) == env_for_dataset(generated, "Hopper-v5")
 
 
 def test_robotics_envs_say_how_to_install_gymnasium_robotics(monkeypatch):
