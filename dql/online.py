@@ -8,7 +8,10 @@ seed on one machine: re-running it reproduces the same policies and the same buf
 `medium-replay` is regenerated.
 
 At every evaluation the actor is saved to `policies/step_XXXXXXXX.npz` (see `dql.data.behaviour`) with its
-evaluation return; `metrics.csv`, `learning_curve.png` and `summary.json` are written as for offline runs.
+evaluation return, and the whole run is checkpointed (`dql.online_state`: agent, replay rows, RNG, the episode in
+progress); running the same command on the same folder continues from the last checkpoint exactly, and SIGTERM
+checkpoints the current step and stops. `metrics.csv`, `learning_curve.png` and `summary.json` are written as for
+offline runs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from dql import logs
 from dql.agents import create_agent, select_actions
 from dql.data.behaviour import save_actor
 from dql.evaluation import rollout
-from dql.trainer import TrainingDiverged, first_nonfinite
+from dql.online_state import OnlineState, env_rng_state, restore_episode
+from dql.trainer import Preempted, StopSignal, TrainingDiverged, first_nonfinite
 
 BUFFER_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 
@@ -100,6 +104,18 @@ def check_online_env(env_id: str) -> tuple[np.ndarray, int]:
     return np.asarray(action_space.high, np.float32), observation_space.shape[0]
 
 
+# Module-level, so that every run of a process (a resumed one, the replays of dql.policy_training) reuses the
+# compiled functions.
+@jax.jit
+def _explore(agent, observation, key):
+    return agent.explore_actions(observation[None], key)[0]
+
+
+@jax.jit
+def _update_chunk(agent, batches):
+    return jax.lax.scan(lambda agent, batch: agent.update(batch), agent, batches)
+
+
 def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int | None = None,
                  verbose: bool = True) -> tuple[dict, ReplayBuffer, object]:
     """Run SAC in `env_id` for config.steps environment steps (or until `stop_at`); returns (summary, buffer, agent).
@@ -116,27 +132,41 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
     buffer = ReplayBuffer(total, observation_dim, action_dim)
     rng = np.random.default_rng(seed)
     explore_key = jax.random.PRNGKey(seed + 1)
-    explore = jax.jit(lambda agent, observation, key: agent.explore_actions(observation[None], key)[0])
-
-    @jax.jit
-    def update_chunk(agent, batches):
-        return jax.lax.scan(lambda agent, batch: agent.update(batch), agent, batches)
-
     workdir = None if workdir is None else Path(workdir)
     label = f"sac-{env_id}-seed{seed}"
+    state = None if workdir is None else OnlineState(workdir)
+    evaluations, episode_returns, train_metrics, done_steps, wall = [], [], {}, 0, 0.0
+    episode = {"reset_rng": None, "start": 0}  # how the episode in progress began (see dql.online_state)
+    if state is not None and state.latest_step() is not None:
+        agent, meta = state.restore(agent, buffer)
+        done_steps, wall, episode = int(meta["step"]), float(meta["wall_time_s"]), meta["episode"]
+        evaluations, episode_returns, train_metrics = meta["evaluations"], meta["episode_returns"], meta["train"]
+        rng.bit_generator.state = meta["rng"]
+        observation, episode_return = restore_episode(env, seed, episode, buffer)
+        print(f"[{label}] resuming at step {done_steps} of {total} from {state.checkpoints.directory}", flush=True)
+    else:
+        observation, _ = env.reset(seed=seed)
+        episode_return = 0.0
     if workdir is not None:
         (workdir / "policies").mkdir(parents=True, exist_ok=True)
-        metrics_csv = logs.MetricsCSV(workdir / "metrics.csv", list(SAC_METRICS), resume_step=None)
+        metrics_csv = logs.MetricsCSV(workdir / "metrics.csv", list(SAC_METRICS),
+                                      resume_step=done_steps if done_steps else None)
     progress = logs.Progress(total, label) if verbose else None
-    evaluations, episode_returns, train_metrics = [], [], {}
-    observation, _ = env.reset(seed=seed)
-    episode_return, start, last_report = 0.0, time.monotonic(), (0, time.monotonic())
+    start = time.monotonic() - wall
+    last_report = (done_steps, time.monotonic())
+
+    def save(step: int) -> None:
+        state.save(step, agent, buffer, {"step": step, "wall_time_s": time.monotonic() - start, "episode": episode,
+                                         "rng": rng.bit_generator.state, "evaluations": evaluations,
+                                         "episode_returns": episode_returns, "train": train_metrics})
+
+    stop = StopSignal().__enter__()  # SIGTERM sets stop.received; the handler before it is put back below
     try:
-        for step in range(1, total + 1):
+        for step in range(done_steps + 1, total + 1):
             if step <= int(config.start_steps):
                 action = rng.uniform(-max_action, max_action).astype(np.float32)
             else:
-                action = np.asarray(explore(agent, observation, jax.random.fold_in(explore_key, step)))
+                action = np.asarray(_explore(agent, observation, jax.random.fold_in(explore_key, step)))
             next_observation, reward, terminated, truncated, _ = env.step(action)
             buffer.add(observations=observation, actions=action, rewards=reward, next_observations=next_observation,
                        terminals=terminated, timeouts=truncated and not terminated)
@@ -144,11 +174,12 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
             observation = next_observation
             if terminated or truncated:
                 episode_returns.append(episode_return)
+                episode = {"reset_rng": env_rng_state(env), "start": buffer.size}
                 observation, _ = env.reset()
                 episode_return = 0.0
 
             if step >= int(config.update_after) and step % update_every == 0:
-                agent, metrics = update_chunk(agent, buffer.sample(rng, update_every, int(config.batch_size)))
+                agent, metrics = _update_chunk(agent, buffer.sample(rng, update_every, int(config.batch_size)))
                 metrics = jax.device_get(metrics)
                 bad = first_nonfinite(metrics)
                 if bad is not None:
@@ -174,8 +205,18 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                                         "eval_return_std": evaluation["return_std"]})
                     save_actor(workdir / "policies" / f"step_{step:08d}.npz", agent.actor.params,
                                policy_meta(agent, env_id, config, step, evaluation))
+                    save(step)
+            if stop.received and state is not None:
+                if state.latest_step() != step:
+                    save(step)
+                print(f"[{label}] SIGTERM: stopped at step {step} with a checkpoint in {state.checkpoints.directory}; "
+                      "run the same command to resume", flush=True)
+                raise Preempted(f"preempted by SIGTERM at step {step}; the same command resumes")
     finally:
+        stop.__exit__()
         env.close()
+        if state is not None:
+            state.close()
 
     summary = {"run": label, "env_id": env_id, "steps": total, "wall_time_s": time.monotonic() - start,
                "evaluations": evaluations, "train_episodes": len(episode_returns)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -54,7 +53,8 @@ def train_policies(env_id: str, sac_steps: int, seed: int, from_run: str | None,
     else:
         config = get_config()
         config.steps, config.seed = sac_steps, seed
-        run_dir = Path("runs") / f"sac-{env_id}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # A fixed folder per (env, seed, steps): the same command after an interruption resumes the SAC run.
+        run_dir = Path("runs") / f"sac-{env_id}-seed{seed}-steps{sac_steps}"
         train_online(config, env_id, run_dir)
     medium_file, expert_file = pick_policies(run_dir)
     key = jax.random.PRNGKey(seed)

@@ -191,7 +191,8 @@ def _load_data(config):
 
 
 def _train_online(config) -> None:
-    """--algo=sac: learn by interacting with --env (no dataset); resuming is not supported, a run starts anew."""
+    """--algo=sac: learn by interacting with --env (no dataset); a folder holding a run of the same config resumes
+    from its last checkpoint (dql.online_state)."""
     from dql.online import check_online_config, check_online_env, train_online
 
     try:
@@ -206,14 +207,14 @@ def _train_online(config) -> None:
         check_online_env(FLAGS.env)
         workdir = Path(FLAGS.workdir or Path("runs") / f"{config.algo}-{FLAGS.env}-seed{config.seed}-"
                        f"{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
-        if workdir.exists() and any(workdir.iterdir()):
-            raise ValueError(f"--workdir={workdir} is not empty; online runs do not resume, use a new folder")
-        run_folder.prepare_program(workdir, config)
+        run_folder.prepare_program(workdir, config)  # a folder of another config is refused before any work
     except (DatasetError, ValueError) as error:
         sys.exit(f"error: {error}")
     print("resolved config:\n" + json.dumps(run_folder.jsonable(config), indent=2, sort_keys=True), flush=True)
     try:
         train_online(config, FLAGS.env, workdir)
+    except Preempted:
+        sys.exit(PREEMPTED_EXIT_CODE)
     except (TrainingDiverged, DatasetError, ValueError) as error:
         sys.exit(f"error: {error}")
 

@@ -99,8 +99,46 @@ def test_online_sac_from_the_command_line(tmp_path):
     assert policy.meta["eval_return_mean"] == pytest.approx(summary["evaluations"][-1]["return_mean"])
     actions = policy(np.zeros((3, 3), np.float32), jax.random.PRNGKey(0))
     assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 2.0)
-    # A run folder is never overwritten, and the online algorithm needs an env.
+    # A run folder is never overwritten by another config (the same one resumes), and the online algorithm needs
+    # an env.
     again = run_cli("--algo=sac", "--env=Pendulum-v1", f"--workdir={workdir}")
-    assert again.returncode != 0 and "online runs do not resume" in again.stderr
+    assert again.returncode != 0 and "holds a run with a different config (steps: saved 200" in again.stderr
     no_env = run_cli("--algo=sac", f"--workdir={tmp_path / 'other'}")
     assert no_env.returncode != 0 and "needs --env=ID" in no_env.stderr
+
+
+def test_an_interrupted_online_run_resumes_exactly(tmp_path, monkeypatch):
+    """A run killed right after its second checkpoint (step 250, inside its second Pendulum episode, which began
+    at row 200) and run again ends with the same agent, replay buffer, evaluations and losses as a run never
+    interrupted: the env's episode, the host RNG and the replay rows are all restored."""
+    import csv
+
+    from dql.online import train_online
+    from tests.helpers import die_after_saves
+
+    config = get_config()
+    config.update(dict(steps=300, eval_every=125, eval_episodes=1, batch_size=16, start_steps=60, update_after=60,
+                       update_every=30, hidden_dims=(16, 16)))
+    config.seed = 0
+    _, whole_buffer, whole_agent = train_online(config, "Pendulum-v1", tmp_path / "whole", verbose=False)
+
+    original_save = die_after_saves(monkeypatch, count=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_online(config, "Pendulum-v1", tmp_path / "cut", verbose=False)
+    monkeypatch.setattr("dql.checkpoint.Checkpoints.save", original_save)
+    assert sorted(path.name for path in (tmp_path / "cut" / "replay").iterdir()) == [
+        "rows_000000000_000000125.npz", "rows_000000125_000000250.npz"]
+    _, cut_buffer, cut_agent = train_online(config, "Pendulum-v1", tmp_path / "cut", verbose=False)
+
+    for key, rows in whole_buffer.contents().items():
+        np.testing.assert_array_equal(cut_buffer.contents()[key], rows, err_msg=key)
+    for cut, whole in zip(jax.tree_util.tree_leaves(cut_agent), jax.tree_util.tree_leaves(whole_agent)):
+        np.testing.assert_array_equal(cut, whole)
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("whole", "cut")]
+    assert summaries[0]["evaluations"] == summaries[1]["evaluations"]
+
+    def losses(run):
+        with open(tmp_path / run / "metrics.csv") as f:
+            return [{key: row[key] for key in ("step", "critic_loss", "eval_return_mean")} for row in csv.DictReader(f)]
+
+    assert losses("whole") == losses("cut") and len(losses("cut")) == 3
