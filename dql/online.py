@@ -160,7 +160,11 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                                          "rng": rng.bit_generator.state, "evaluations": evaluations,
                                          "episode_returns": episode_returns, "train": train_metrics})
 
-    stop = StopSignal().__enter__()  # SIGTERM sets stop.received; the handler before it is put back below
+    # SIGTERM sets stop.received (the handler before it is put back below); a run without a folder cannot resume,
+    # so it keeps the default handler.
+    stop = StopSignal() if state is not None else None
+    if stop is not None:
+        stop.__enter__()
     try:
         for step in range(done_steps + 1, total + 1):
             if step <= int(config.start_steps):
@@ -206,16 +210,16 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                     save_actor(workdir / "policies" / f"step_{step:08d}.npz", agent.actor.params,
                                policy_meta(agent, env_id, config, step, evaluation))
                     save(step)
-            if stop.received and state is not None:
+            if stop is not None and stop.received:
                 if state.latest_step() != step:
                     save(step)
                 print(f"[{label}] SIGTERM: stopped at step {step} with a checkpoint in {state.checkpoints.directory}; "
                       "run the same command to resume", flush=True)
                 raise Preempted(f"preempted by SIGTERM at step {step}; the same command resumes")
     finally:
-        stop.__exit__()
         env.close()
-        if state is not None:
+        if stop is not None:
+            stop.__exit__()
             state.close()
 
     summary = {"run": label, "env_id": env_id, "steps": total, "wall_time_s": time.monotonic() - start,

@@ -77,17 +77,16 @@ def restore_episode(env, seed: int, episode: dict, buffer) -> tuple[np.ndarray, 
     """Put `env` back into the episode in progress: reset as it was reset (with the seed for the run's first
     episode, else from the RNG state saved before that reset), then replay the buffer's actions since the episode
     began. Returns (current observation, the episode's return so far)."""
-    env.reset(seed=seed)
-    if episode["reset_rng"] is not None:
+    if episode["reset_rng"] is None:
+        observation, _ = env.reset(seed=seed)
+    else:
+        env.reset(seed=seed)  # a first reset, as the run made; the saved RNG state then repeats the later one
         env.unwrapped.np_random.bit_generator.state = episode["reset_rng"]
         observation, _ = env.reset()
-    else:
-        observation, _ = env.reset(seed=seed)
-    episode_return = 0.0
-    for row in range(int(episode["start"]), buffer.size):
+    start, episode_return = int(episode["start"]), 0.0
+    for row in range(start, buffer.size):
         observation, reward, *_ = env.step(buffer.arrays["actions"][row])
         episode_return += float(reward)
-    start = int(episode["start"])
     expected = buffer.arrays["next_observations"][buffer.size - 1] if buffer.size > start else None
     if expected is not None and not np.array_equal(np.asarray(observation, np.float32), expected):
         raise ValueError("resuming: replaying the episode in progress did not reproduce the observation the buffer "
