@@ -27,8 +27,7 @@ from absl import app, flags
 import dql
 from dql.data import load_dataset
 from dql.envs import env_for_dataset
-from dql.evaluation import Evaluator
-from experiments.runs import find_runs
+from experiments.runs import evaluate_agent, find_runs
 
 flags.DEFINE_string("out", "experiments/results/guided-hopper", "Folder for results.json and table.md.")
 flags.DEFINE_integer("episodes", 10, "Evaluation episodes per variant (replanning at every step).")
@@ -52,11 +51,6 @@ def chosen_values(agent, observations: jax.Array, rng: jax.Array) -> jax.Array:
     return agent.value.apply_fn(agent.value_ema_params, chosen, jnp.zeros((chosen.shape[0],), jnp.int32))
 
 
-def stacked(agent):
-    """One agent as the evaluation's program of one seed."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[None], agent)
-
-
 def study(run: Path) -> dict:
     config = json.loads((run / "config.json").read_text())
     dataset = load_dataset(config["dataset"])
@@ -73,7 +67,7 @@ def study(run: Path) -> dict:
         variant = agent.replace(hp=hp)
         values = np.asarray(jax.jit(chosen_values)(variant, states, jax.random.PRNGKey(0)))
         unguided_values = values if unguided_values is None else unguided_values
-        (evaluation,) = Evaluator(env[0], env[1], FLAGS.episodes, [seed], dataset)(stacked(variant), step=0)
+        evaluation = evaluate_agent(variant, env, FLAGS.episodes, seed, dataset)
         results[name] = {"predicted_value_mean": float(values.mean()),
                          "above_unguided": float((values > unguided_values).mean()), **evaluation}
         print(f"  {name}: predicted value {values.mean():.2f}, above unguided {results[name]['above_unguided']:.2f}"

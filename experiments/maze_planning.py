@@ -5,9 +5,8 @@ trained planner, how often its plans cross a wall, and a picture of sampled plan
     python -m experiments.maze_planning runs/maze_umaze --out=experiments/results/maze-umaze
 
 For every finished run below the root it reads the final evaluation (50 episodes in the sweep, at D4RL's fixed
-goal) and evaluates the saved policy at random goals (the waypoint-multitask evaluation of the same rows); for each
-Diffuser
-run it also evaluates its saved planner with control=waypoints (plan once, Diffuser's PD law on the plan's states),
+goal) and evaluates the saved policy at random goals (the waypoint-multitask evaluation of the same rows); for
+each Diffuser run it also evaluates its saved planner with control=waypoints (plan once, Diffuser's PD law on the plan's states),
 actions (plan once, play the plan's actions) and, with --replan, replanning every step; it draws 50 plans from the
 evaluation's start states and counts those whose path enters a wall (`dql.data.maze.crosses_wall`), and draws
 --samples plans for each of three start/goal pairs into plans.png, next to the path a BC run's policy drives from
@@ -17,6 +16,7 @@ the same start when the root holds one. Writes results.json, table.md and plans.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -27,8 +27,7 @@ from absl import app, flags
 import dql
 from dql.data import load_dataset, maze
 from dql.envs import env_for_dataset, make_vector_env
-from dql.evaluation import Evaluator
-from experiments.runs import find_runs, load_run
+from experiments.runs import evaluate_agent, find_runs, load_run
 
 flags.DEFINE_string("out", "experiments/results/maze-umaze", "Folder for results.json, table.md and plans.png.")
 flags.DEFINE_integer("episodes", 50, "Evaluation episodes per control.")
@@ -44,21 +43,22 @@ PAIRS = {
 }
 
 
-def stacked(agent):
-    """One agent as the evaluation's program of one seed."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[None], agent)
-
-
 def evaluate_controls(agent, dataset, env, seed: int) -> dict:
     """Score of the planner under each control on the same episodes (the evaluation's env seeds)."""
     controls = ["waypoints", "actions"] + (["replan"] if FLAGS.replan else [])
     results = {}
     for control in controls:
         variant = agent.replace(hp=dataclasses.replace(agent.hp, control=control))
-        (result,) = Evaluator(env[0], env[1], FLAGS.episodes, [seed], dataset)(stacked(variant), step=0)
+        result = evaluate_agent(variant, env, FLAGS.episodes, seed, dataset)
         results[control] = result
         print(f"  control={control}: score {result['score_mean']:.1f} ± {result['score_std']:.1f}", flush=True)
     return results
+
+
+@functools.lru_cache(maxsize=None)
+def cached_dataset(name: str):
+    """Every run of a sweep shares its dataset (a million rows for the maze tiers): read each one once."""
+    return load_dataset(name)
 
 
 def multitask_score(folder: Path, seed: int) -> dict:
@@ -68,10 +68,9 @@ def multitask_score(folder: Path, seed: int) -> dict:
     parts = name.split("/")
     if len(parts) < 2 or parts[1] != maze.DATA_LEVEL:
         raise SystemExit(f"error: {folder} trained on {name}, not on a gym:PointMaze_*-v3/{maze.DATA_LEVEL} tier")
-    dataset = load_dataset("/".join([parts[0], "waypoint-multitask", *parts[2:]]))
-    env = env_for_dataset(dataset, None)
-    (result,) = Evaluator(env[0], env[1], FLAGS.episodes, [seed], dataset)(stacked(dql.load_policy(folder).agent),
-                                                                            step=0)
+    dataset = cached_dataset("/".join([parts[0], "waypoint-multitask", *parts[2:]]))
+    result = evaluate_agent(dql.load_policy(folder).agent, env_for_dataset(dataset, None), FLAGS.episodes, seed,
+                            dataset)
     print(f"{folder}: multi-task score {result['score_mean']:.1f} ± {result['score_std']:.1f}", flush=True)
     return result
 
@@ -151,7 +150,7 @@ def draw(path: Path, env_id: str, geometry, pairs, plans: np.ndarray, bc_paths: 
 
 def planner_study(run: Path, bc_run: Path | None, out: Path) -> dict:
     config = json.loads((run / "config.json").read_text())
-    dataset = load_dataset(config["dataset"])
+    dataset = cached_dataset(config["dataset"])
     env = env_for_dataset(dataset, config.get("env"))
     policy = dql.load_policy(run)
     agent, env_id = policy.agent, env[0]
@@ -201,9 +200,8 @@ def main(argv):
     for folder in folders:
         run = load_run(folder)
         if run is not None:
-            summary = json.loads((folder / "summary.json").read_text())
             runs.append({"algo": run["algo"], "seed": run["seed"], "step": run["curve"][0][-1],
-                         "score": run["score"], "score_std": summary["final"]["score_std"], "folder": str(folder),
+                         "score": run["score"], "score_std": run["score_std"], "folder": str(folder),
                          "multitask": multitask_score(folder, int(run["seed"]))})
     bc_runs = [Path(run["folder"]) for run in runs if run["algo"] == "bc"]
     studies = [planner_study(Path(run["folder"]), bc_runs[0] if bc_runs else None, out)

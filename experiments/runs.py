@@ -1,6 +1,7 @@
-"""Finished runs on disk: finding run folders below a sweep's root and reading a run's score and curve.
+"""Finished runs on disk: finding run folders below a sweep's root, reading a run's score and curve, and evaluating
+a run's saved agent again.
 
-Shared by `experiments.report` and `experiments.parity_curves`; no flags, so both can import it.
+Shared by `experiments.report`, `experiments.parity_curves` and the planning studies; no flags, so all can import it.
 """
 
 from __future__ import annotations
@@ -51,8 +52,22 @@ def load_run(path: Path) -> dict | None:
         "seed": config["seed"],
         "path": path,
         "score": float(summary["final"][key]),
+        "score_std": float(summary["final"][key.replace("_mean", "_std")]),
         "normalized": key == "score_mean",
         "curve": ([int(r["step"]) for r in rows], [float(r[f"eval_{key}"]) for r in rows]),
         "data_average": summary["dataset"]["average_normalized_score"] if key == "score_mean"
         else summary["dataset"]["average_return"],
     }
+
+
+def evaluate_agent(agent, env: tuple[str, dict], episodes: int, seed: int, dataset) -> dict:
+    """One saved agent evaluated as the trainer evaluates a program of one seed (its env seeds and keys at step 0):
+    every variant of the same agent is scored on the same episodes and noise."""
+    import jax
+    import numpy as np
+
+    from dql.evaluation import Evaluator
+
+    program = jax.tree_util.tree_map(lambda x: np.asarray(x)[None], agent)
+    (result,) = Evaluator(env[0], env[1], episodes, [seed], dataset)(program, step=0)
+    return result
