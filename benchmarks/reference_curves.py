@@ -11,7 +11,9 @@ call, as main.py calls it once per evaluation. The settings are those `python -m
 for the dataset (its row), with --set overrides on top. Evaluation uses this project's envs and seeds (env i of
 seed s seeded s + 100 + i). Each seed writes <workdir>/seed_<s>/ with config.json (algo `dql-reference`),
 metrics.csv, summary.json and checkpoint.pt, the whole training state (weights, optimizers, schedulers, the torch
-and numpy generators, the evaluations): a stopped run continues from its last evaluation, exactly.
+and numpy generators, the evaluations). With a constant learning rate (`--set=lr_decay=False`) the reference's
+train() is the same in pieces, so it is also checkpointed every --save_every updates between evaluations (the
+losses of the unfinished interval included): a stopped run loses at most that many updates and continues exactly.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ flags.DEFINE_list("seeds", ["0"], "Seeds, one run each, one after another.")
 flags.DEFINE_integer("steps", 50_000, "Gradient steps per seed.")
 flags.DEFINE_integer("eval_every", 10_000, "Updates per train() call and between evaluations.")
 flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
+flags.DEFINE_integer("save_every", 2_000, "Updates between checkpoints inside an evaluation interval (constant "
+                     "learning rate only; with lr_decay the reference's schedule steps once per train() call, so "
+                     "checkpoints come at evaluations).")
 flags.DEFINE_string("workdir", None, "Folder of the seeds' run folders.")
 flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE, as --config.KEY=VALUE of dql.train.")
 flags.mark_flags_as_required(["repo", "dataset", "workdir"])
@@ -101,32 +106,49 @@ def run_seed(torch, ql_diffusion, sampler_class, config, dataset, seed: int, fol
     sampler = sampler_class({"observations": dataset.observations, "actions": dataset.actions,
                              "next_observations": dataset.next_observations, "rewards": dataset.rewards,
                              "terminals": dataset.dones}, "cpu", config.reward_tune)
-    step, evaluations, wall = 0, [], 0.0
+    # `pending`: the losses and training seconds of the evaluation interval in progress.
+    step, evaluations, wall, pending = 0, [], 0.0, {"losses": {key: [] for key in LOSSES}, "train_s": 0.0}
     if checkpoint.exists():
         saved = torch.load(checkpoint, weights_only=False)
         restore(torch, ref, saved)
         step, evaluations, wall = saved["step"], saved["evaluations"], saved["wall_time_s"]
+        pending = saved.get("pending", pending)
         print(f"[seed {seed}] resuming at step {step}", flush=True)
     else:
         write_json(folder / "config.json", {**jsonable(config), "algo": "dql-reference", "seed": seed,
                                             "reference_repo": os.path.abspath(FLAGS.repo)})
-    metrics = MetricsCSV(folder / "metrics.csv", list(LOSSES), resume_step=step)
+    last_eval = evaluations[-1]["step"] if evaluations else 0
+    metrics = MetricsCSV(folder / "metrics.csv", list(LOSSES), resume_step=last_eval)
+    piece_size = FLAGS.eval_every if config.lr_decay else min(FLAGS.save_every, FLAGS.eval_every)
+
+    def save():
+        torch.save({"step": step, "evaluations": evaluations, "wall_time_s": wall, "pending": pending,
+                    **training_state(torch, ref)}, checkpoint.with_suffix(".tmp"))
+        checkpoint.with_suffix(".tmp").replace(checkpoint)
+
     while step < FLAGS.steps:
         start = time.monotonic()
-        chunk = min(FLAGS.eval_every, FLAGS.steps - step)
-        losses = ref.train(sampler, chunk, batch_size=config.batch_size)
-        seconds = time.monotonic() - start
-        step += chunk
+        next_eval = min(last_eval + FLAGS.eval_every, FLAGS.steps)
+        piece = min(piece_size, next_eval - step)
+        losses = ref.train(sampler, piece, batch_size=config.batch_size)
+        pending["train_s"] += time.monotonic() - start
+        for key in LOSSES:
+            pending["losses"][key].extend(losses[key])
+        step += piece
+        if step < next_eval:
+            wall += time.monotonic() - start
+            save()
+            continue
         evaluation = evaluate(ref, dataset, seed, step, FLAGS.eval_episodes)
         evaluations.append(evaluation)
         wall += time.monotonic() - start
-        metrics.append({"step": step, "wall_time_s": wall, "steps_per_s": chunk / seconds,
-                        **{key: float(np.mean(losses[key])) for key in LOSSES},
+        speed = (step - last_eval) / pending["train_s"]
+        metrics.append({"step": step, "wall_time_s": wall, "steps_per_s": speed,
+                        **{key: float(np.mean(pending["losses"][key])) for key in LOSSES},
                         **{f"eval_{key}": value for key, value in evaluation.items() if key != "step"}})
-        torch.save({"step": step, "evaluations": evaluations, "wall_time_s": wall, **training_state(torch, ref)},
-                   checkpoint.with_suffix(".tmp"))
-        checkpoint.with_suffix(".tmp").replace(checkpoint)
-        print(f"[seed {seed}] step {step}/{FLAGS.steps} | {chunk / seconds:.1f} steps/s | "
+        last_eval, pending = step, {"losses": {key: [] for key in LOSSES}, "train_s": 0.0}
+        save()
+        print(f"[seed {seed}] step {step}/{FLAGS.steps} | {speed:.1f} steps/s | "
               f"eval: return {evaluation['return_mean']:.1f}, score {evaluation['score_mean']}", flush=True)
     summary = {"algo": "dql-reference", "seed": seed, "steps": step, "wall_time_s": wall,
                "final": evaluations[-1], "evaluations": evaluations, "dataset": dataset.summary()}
