@@ -101,7 +101,8 @@ def replay_sac(env_id: str, level: str) -> tuple[dict, dict]:
                      zip(jax.tree_util.tree_leaves(shipped_params), jax.tree_util.tree_leaves(agent.actor.params)))
     if difference > 1e-4:
         print(f"  warning: the re-run's actor differs from the shipped {level} policy by up to {difference:.3g} "
-              "(another JAX/XLA version or device); the buffer is a replay of an equivalent, not identical, run",
+              "(another JAX/XLA version, device, or a CPU with other vector instructions than the run's: AVX2 against "
+              "AVX-512); the buffer is a replay of an equivalent, not identical, run",
               file=sys.stderr)
     arrays = buffer.contents()
     if not arrays["terminals"][-1]:

@@ -2,6 +2,7 @@
 
 import http.server
 import json
+import platform
 import threading
 import warnings
 
@@ -143,6 +144,8 @@ def test_generated_tiers_have_d4rl_layout_and_are_reproducible(tiny_policies, tm
     assert first.read_bytes() == again.read_bytes()  # the identical file
     assert np.abs(arrays["actions"]).max() <= 1.0 and arrays["actions"].std() > 0.5  # uniform on [-1, 1]
     assert (attrs["ref_min_score"], attrs["ref_max_score"]) == (10.0, 110.0)
+    # The CPU that made the file, since a replay tier re-run is bit-exact only on one like it.
+    assert json.loads(attrs["versions"])["cpu"].startswith(platform.machine())
 
     # medium-expert is the medium tier then the expert tier (seeded seed and seed + 1000), row for row.
     both, _ = _check_d4rl_layout(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import sys
 import time
 from importlib import metadata
@@ -104,9 +105,22 @@ def reference(env_id: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _cpu() -> str:
+    """The machine and its widest x86 vector extension, e.g. "x86_64 avx2": XLA compiles different CPU code for AVX2
+    and AVX-512, so a seeded SAC re-run (the replay tiers) is bit-exact only on a CPU like the one it was made on."""
+    flags: set[str] = set()
+    try:
+        line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        flags = set(line.split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        pass
+    widest = next((flag for flag in ("avx512f", "avx2", "avx") if flag in flags), None)
+    return " ".join(part for part in (platform.machine(), widest) if part)
+
+
 def _versions(extra: tuple[str, ...] = ()) -> str:
     names = ("dql", "gymnasium", "mujoco", "jax", "numpy") + extra
-    found = {}
+    found = {"cpu": _cpu()}
     for name in names:
         try:
             found[name] = metadata.version(name)
