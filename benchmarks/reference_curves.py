@@ -166,7 +166,8 @@ def main(argv):
 
     try:
         config = resolve("dql", FLAGS.dataset, loop_flags={"steps": FLAGS.steps, "eval_every": FLAGS.eval_every,
-                                                            "eval_episodes": FLAGS.eval_episodes},
+                                                            "eval_episodes": FLAGS.eval_episodes,
+                                                            "save_every": FLAGS.save_every},
                          overrides=parse_overrides(FLAGS.set))
     except ValueError as error:
         sys.exit(f"error: {error}")
