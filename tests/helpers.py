@@ -52,6 +52,18 @@ def _chunk(batch_size: int, length: int):
     return build_train_chunk(make_layout(num_devices=1, num_seeds=1, parallel="data", batch_size=batch_size), length)
 
 
+# The suite compiles at LLVM optimisation level 0 (tests/conftest.py); a chunk of this many updates or more runs
+# long enough that full optimisation (twice as fast to run, slower to compile) pays for itself.
+LONG_CHUNK = 1000
+
+
+def compiled_for(function, length: int, *args):
+    """The jitted `function` compiled for `args`, at full optimisation when it runs `length` >= LONG_CHUNK updates."""
+    if length < LONG_CHUNK:
+        return function
+    return function.lower(*args).compile({"xla_backend_optimization_level": 3})
+
+
 def run_chunk(agent, data: dict, rng, batch_size: int, length: int):
     """`length` updates of one agent through the trainer's compiled chunk (a program of one seed on one device);
     returns (agent, rng, metrics of shape [length])."""
@@ -60,8 +72,8 @@ def run_chunk(agent, data: dict, rng, batch_size: int, length: int):
 
     chunk = _chunk(batch_size, length)
     stacked = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], agent)
-    data = jax.tree_util.tree_map(jnp.asarray, data)
-    agents, rngs, metrics = chunk(stacked, data, jnp.asarray(rng)[None])
+    args = (stacked, jax.tree_util.tree_map(jnp.asarray, data), jnp.asarray(rng)[None])
+    agents, rngs, metrics = compiled_for(chunk, length, *args)(*args)
     first = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)  # noqa: E731
     return first(agents), rngs[0], {key: value[:, 0] for key, value in metrics.items()}
 

@@ -14,7 +14,7 @@ import pytest
 from dql.agents import create_agent
 from dql.data.bandit import BEST, MODES, bandit_data, mode_fractions
 from dql.parallel import build_train_chunk, make_layout, seed_slice
-from tests.helpers import run_chunk
+from tests.helpers import compiled_for, run_chunk
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,8 @@ def train_seeds(algo, data, num_seeds, steps=1500, **overrides):
     make = lambda key: create_agent(algo, key, 1, 2, [1.0, 1.0], config, "data", stats)  # noqa: E731
     agents = jax.vmap(make)(jax.random.split(jax.random.PRNGKey(0), num_seeds))
     layout = make_layout(1, num_seeds, "data", 128)
-    agents, _, _ = build_train_chunk(layout, steps)(agents, jax.tree_util.tree_map(jax.numpy.asarray, data),
-                                                   jax.random.split(jax.random.PRNGKey(1), num_seeds))
+    args = (agents, jax.tree_util.tree_map(jax.numpy.asarray, data), jax.random.split(jax.random.PRNGKey(1), num_seeds))
+    agents, _, _ = compiled_for(build_train_chunk(layout, steps), steps, *args)(*args)
     return [jax.tree_util.tree_map(jax.numpy.asarray, seed_slice(jax.device_get(agents), i)) for i in range(num_seeds)]
 
 

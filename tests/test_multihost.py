@@ -27,7 +27,8 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"  # after the suite's
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
 
 
 def test_two_processes_equal_one_process_with_two_devices(tmp_path, pendulum_file):
