@@ -10,7 +10,7 @@ seeded as its main.py seeds them (torch and numpy with the seed); its `train()` 
 call, as main.py calls it once per evaluation. The settings are those `python -m dql.train --algo=dql` resolves
 for the dataset (its row), with --set overrides on top. Evaluation uses this project's envs and seeds (env i of
 seed s seeded s + 100 + i). Each seed writes <workdir>/seed_<s>/ with config.json (algo `dql-reference`),
-metrics.csv, summary.json and checkpoint.pt, the whole training state (weights, optimizers, schedulers, the torch
+dataset.json (a resume on other data is refused, as dql.train refuses it), metrics.csv, summary.json and checkpoint.pt, the whole training state (weights, optimizers, schedulers, the torch
 and numpy generators, the evaluations). With a constant learning rate (`--set=lr_decay=False`) the reference's
 train() is the same in pieces, so it is also checkpointed every --save_every updates between evaluations (the
 losses of the unfinished interval included): a stopped run loses at most that many updates and continues exactly.
@@ -34,7 +34,7 @@ from dql.data import load_dataset
 from dql.evaluation import rollout
 from dql.logs import MetricsCSV, plot_learning_curve
 from dql.policy_training import replay_sac
-from dql.run_folder import jsonable, write_json
+from dql.run_folder import check_same_data, jsonable, write_json
 
 flags.DEFINE_string("repo", None, "Path to a checkout of Zhendong-Wang/Diffusion-Policies-for-Offline-RL.")
 flags.DEFINE_string("dataset", None, "The --dataset to train on.")
@@ -109,6 +109,7 @@ def run_seed(torch, ql_diffusion, sampler_class, config, dataset, seed: int, fol
     # `pending`: the losses and training seconds of the evaluation interval in progress.
     step, evaluations, wall, pending = 0, [], 0.0, {"losses": {key: [] for key in LOSSES}, "train_s": 0.0}
     if checkpoint.exists():
+        check_same_data(folder, dataset.summary())  # a replay tier re-generated on another CPU is other data
         saved = torch.load(checkpoint, weights_only=False)
         restore(torch, ref, saved)
         step, evaluations, wall = saved["step"], saved["evaluations"], saved["wall_time_s"]
@@ -117,6 +118,7 @@ def run_seed(torch, ql_diffusion, sampler_class, config, dataset, seed: int, fol
     else:
         write_json(folder / "config.json", {**jsonable(config), "algo": "dql-reference", "seed": seed,
                                             "reference_repo": os.path.abspath(FLAGS.repo)})
+        write_json(folder / "dataset.json", {**dataset.summary(), "eval_env_id": dataset.env_id})
     last_eval = evaluations[-1]["step"] if evaluations else 0
     metrics = MetricsCSV(folder / "metrics.csv", list(LOSSES), resume_step=last_eval)
     piece_size = FLAGS.eval_every if config.lr_decay else min(FLAGS.save_every, FLAGS.eval_every)

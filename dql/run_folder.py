@@ -40,6 +40,9 @@ def seed_config(config, seed: int):
 # How a run is laid out and logged rather than what it computes: a resume may change them. (The device split of a
 # seed's batch does change the result; the checkpoint records it and the trainer checks it.)
 RUNTIME_KEYS = ("num_devices", "parallel", "steps_per_dispatch", "tensorboard", "wandb", "wandb_project", "wandb_mode")
+# What identifies the data a run trained on. A generated file's spec can give other data on another CPU (the replay
+# tiers re-run SAC), and a D4RL name other data after a re-download, so the name alone does not; the path may move.
+DATA_IDENTITY_KEYS = ("name", "transitions", "episodes", "observation_dim", "action_dim", "average_return")
 
 
 def holds_run_of(workdir: Path, config) -> bool:
@@ -61,9 +64,23 @@ def holds_run_of(workdir: Path, config) -> bool:
     return False
 
 
-def prepare_program(workdir: Path, config) -> list[Path]:
-    """Check the program's folder and its seeds' folders (a resumed run must be of the same config), then create
-    the new ones; nothing is written unless every folder passes. Returns the seeds' folders.
+def check_same_data(workdir: Path, data: dict) -> None:
+    """ValueError when the run in `workdir` was trained on other data than `data` (a Dataset.summary())."""
+    saved_path = workdir / "dataset.json"
+    if not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text())
+    changed = [key for key in DATA_IDENTITY_KEYS if key in saved and saved[key] != data.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: saved {saved[key]!r}, now {data.get(key)!r}" for key in changed)
+        raise ValueError(f"--workdir={workdir} holds a run trained on other data than {data.get('source')} "
+                         f"({details}). Use a new --workdir, or the run's data to resume it.")
+
+
+def prepare_program(workdir: Path, config, data: dict | None = None) -> list[Path]:
+    """Check the program's folder and its seeds' folders (a resumed run must be of the same config and, given the
+    dataset's summary `data`, of the same data), then create the new ones; nothing is written unless every folder
+    passes. Returns the seeds' folders.
 
     In a multi-host run process 0 does this alone and every process gets its verdict, so that all raise the same
     error or all go on.
@@ -78,6 +95,9 @@ def prepare_program(workdir: Path, config) -> list[Path]:
         try:
             new = [(folder, folder_config) for folder, folder_config in folders
                    if not holds_run_of(folder, folder_config)]
+            if data is not None:
+                for folder in dirs:
+                    check_same_data(folder, data)
             for folder, folder_config in new:
                 folder.mkdir(parents=True, exist_ok=True)
                 write_json(folder / "config.json", jsonable(folder_config))

@@ -220,7 +220,7 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
     layout = layout_for(config)
     seeds = [int(config.seed) + index for index in range(layout.num_seeds)]
     label = f"{config.algo}:{dataset.name}" + (f" x{len(seeds)} seeds" if len(seeds) > 1 else "")
-    dirs = prepare_program(workdir, config)
+    dirs = prepare_program(workdir, config, dataset.summary())
     runs = [SeedRun(directory, seed, config, layout.data_width) for directory, seed in zip(dirs, seeds)]
     try:
         for run in runs:

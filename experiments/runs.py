@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from dql.logs import read_csv
+from dql.run_folder import DATA_IDENTITY_KEYS
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -57,6 +58,8 @@ def load_run(path: Path) -> dict | None:
         "curve": ([int(r["step"]) for r in rows], [float(r[f"eval_{key}"]) for r in rows]),
         "data_average": summary["dataset"]["average_normalized_score"] if key == "score_mean"
         else summary["dataset"]["average_return"],
+        # Two files under one name (a replay tier generated on two CPUs) differ here.
+        "data_identity": tuple(summary["dataset"].get(k) for k in DATA_IDENTITY_KEYS),
     }
 
 

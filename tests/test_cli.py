@@ -69,6 +69,17 @@ def test_cli_trains_evaluates_saves_and_resumes(tmp_path, pendulum_file):
     assert "holds a run with a different config (eta: saved 1.0, now 2.0)" in changed.stderr
     assert (workdir / "metrics.csv").read_text() == before
 
+    # So is other data at the same path (a replay tier re-generated on another CPU, a re-downloaded file).
+    pendulum_file.unlink()
+    write_d4rl_file(pendulum_file, episodes=((60, False), (50, True), (41, False)), obs_dim=3, act_dim=1, act_scale=2.0,
+                    attrs={"env_id": "Pendulum-v1", "ref_min_score": -1224.16, "ref_max_score": -146.98,
+                           "max_action": np.array([2.0], np.float32)})
+    moved = run_cli(f"--dataset={pendulum_file}", f"--workdir={workdir}", *TINY)
+    assert moved.returncode != 0
+    assert "holds a run trained on other data than" in moved.stderr, moved.stderr
+    assert "(transitions: saved 148, now 149; average_return: saved" in moved.stderr, moved.stderr
+    assert (workdir / "metrics.csv").read_text() == before
+
 
 @pytest.mark.parametrize(
     "args, message",

@@ -28,12 +28,13 @@ def test_median_takeoff_ranks_seeds_that_never_took_off_last():
     assert median_takeoff([None, 10, None, 20]) == "between the last evaluation and never"
 
 
-def _run_folder(folder: Path, algo: str, seed: int, scores: list[float]) -> None:
+def _run_folder(folder: Path, algo: str, seed: int, scores: list[float], transitions: int = 155_000) -> None:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"algo": algo, "seed": seed}))
     steps = [10_000 * (i + 1) for i in range(len(scores))]
     final = {"step": steps[-1], "return_mean": 0.0, "return_std": 0.0, "score_mean": scores[-1], "score_std": 0.0}
-    dataset = {"name": "gym:Hopper-v5/full-replay", "average_normalized_score": 20.0, "average_return": 200.0}
+    dataset = {"name": "gym:Hopper-v5/full-replay", "average_normalized_score": 20.0, "average_return": 200.0,
+               "transitions": transitions}
     (folder / "summary.json").write_text(json.dumps({"final": final, "dataset": dataset}))
     with open(folder / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "eval_score_mean"])
@@ -59,6 +60,15 @@ def test_parity_curves_writes_takeoffs_medians_and_the_figure(tmp_path):
     assert theirs["median_takeoff_step"] == 15_000
     assert ours["mean_score_by_step"]["30000"] == 58.33  # (80 + 65 + 30) / 3, rounded
     assert (out / "curves.png").stat().st_size > 10_000
+
+    # A seed trained on another file under the same name (the replay re-generated on another CPU) is refused.
+    _run_folder(tmp_path / "runs" / "reference" / "seed_2", "dql-reference", 2, [60, 70, 80], transitions=154_000)
+    mixed = subprocess.run([sys.executable, "-m", "experiments.parity_curves", str(tmp_path / "runs"),
+                            f"--out_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert mixed.returncode != 0
+    assert "the runs trained on different files under the name gym:Hopper-v5/full-replay" in mixed.stderr
+    assert "1 runs on {'name': 'gym:Hopper-v5/full-replay', 'transitions': 154000" in mixed.stderr
+    assert "5 runs on" in mixed.stderr
 
 
 def test_progress_eta_follows_the_latest_window():
