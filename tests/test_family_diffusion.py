@@ -132,11 +132,13 @@ def test_edp_picks_the_best_mode(data):
 
     policy, selected, q = (np.asarray(x) for x in actions(agent))
     # The Q term on the one-step actions moves the policy to the best mode's corner, and the energy-based selection
-    # keeps it there; the other modes empty out.
-    for samples in (policy, selected):
+    # keeps it there; the other modes empty out. The policy keeps a tail along the edge toward a 0.6 mode whose weight
+    # depends on float rounding: in its quadrant 0.95-0.99 over 9 training keys on a Zen 4, 0.894 on the CI machine
+    # (the data puts 0.25 there, and a policy the Q term misses or pushes the wrong way stays at 0.25 or leaves).
+    for samples, in_quadrant in ((policy, 0.8), (selected, 0.9)):
         near_best = np.linalg.norm(samples - MODES[BEST], axis=-1) < 1.5 * RADIUS
         assert near_best.mean() > 0.6, samples.mean(0)
-        assert np.mean(np.all(samples > 0, axis=-1)) > 0.9, samples.mean(0)  # the best mode's quadrant
+        assert np.mean(np.all(samples > 0, axis=-1)) > in_quadrant, samples.mean(0)  # the best mode's quadrant
         assert np.all(np.delete(mode_fractions(samples), BEST) < 0.05), mode_fractions(samples)
     np.testing.assert_allclose(q.min(0), MODE_REWARDS, atol=0.1)  # the critics learned each mode's reward
     assert float(metrics["lambda"][-1]) == pytest.approx(5.0, rel=0.2)  # alpha / mean |Q|, Q near 1 at the corner
