@@ -93,11 +93,11 @@ class MLP(nn.Module):
         return TorchDense(self.output_dim)(x)
 
 
-def sinusoidal_embedding(t: jax.Array, dim: int) -> jax.Array:
+def sinusoidal_embedding(t: jax.Array, dim: int, dtype=jnp.float32) -> jax.Array:
     """Transformer-style embedding of (integer) diffusion steps: [sin(t w_k), cos(t w_k)], w_k = 10000^(-k/(d/2-1))."""
     half = dim // 2
-    frequencies = jnp.exp(-math.log(10000.0) / (half - 1) * jnp.arange(half, dtype=jnp.float32))
-    angles = t.astype(jnp.float32)[:, None] * frequencies[None, :]
+    frequencies = jnp.exp(-math.log(10000.0) / (half - 1) * jnp.arange(half, dtype=dtype))
+    angles = t.astype(dtype)[:, None] * frequencies[None, :]
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
@@ -116,7 +116,7 @@ class NoisePredictor(nn.Module):
     @nn.compact
     def __call__(self, noisy_actions: jax.Array, t: jax.Array, observations: jax.Array) -> jax.Array:
         act = activation_by_name(self.activation)
-        t_emb = sinusoidal_embedding(t, self.time_dim)
+        t_emb = sinusoidal_embedding(t, self.time_dim, noisy_actions.dtype)
         t_emb = TorchDense(self.time_dim)(act(TorchDense(2 * self.time_dim)(t_emb)))
         x = jnp.concatenate([noisy_actions, t_emb, observations], axis=-1)
         return MLP(self.hidden_dims, self.action_dim, self.activation)(x)

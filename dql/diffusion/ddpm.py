@@ -17,27 +17,29 @@ from dql.diffusion.schedules import DiffusionSchedule
 EpsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def _at(coefficients, t: jax.Array) -> jax.Array:
-    """Gather per-example coefficients for integer steps t (shape [B]) as a [B, 1] column."""
-    return jnp.asarray(coefficients, dtype=jnp.float32)[t][:, None]
+def _at(coefficients, t: jax.Array, like: jax.Array) -> jax.Array:
+    """Gather per-example coefficients for integer steps t (shape [B]) as a [B, 1] column of `like`'s dtype (float32
+    in training; float64 where a parity check runs the same math in double precision)."""
+    return jnp.asarray(coefficients, dtype=like.dtype)[t][:, None]
 
 
 def q_sample(schedule: DiffusionSchedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."""
-    return _at(schedule.sqrt_alphas_cumprod, t) * x0 + _at(schedule.sqrt_one_minus_alphas_cumprod, t) * noise
+    return _at(schedule.sqrt_alphas_cumprod, t, x0) * x0 + _at(schedule.sqrt_one_minus_alphas_cumprod, t, x0) * noise
 
 
 def predict_x0_from_eps(schedule: DiffusionSchedule, x_t: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
     """Invert q_sample: x_0 = x_t / sqrt(alpha_bar_t) - sqrt(1 / alpha_bar_t - 1) eps."""
-    return _at(schedule.sqrt_recip_alphas_cumprod, t) * x_t - _at(schedule.sqrt_recipm1_alphas_cumprod, t) * eps
+    return (_at(schedule.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+            - _at(schedule.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
 
 def posterior_mean_log_variance(
     schedule: DiffusionSchedule, x0: jax.Array, x_t: jax.Array, t: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Mean and (clipped) log-variance of q(x_{t-1} | x_t, x_0)."""
-    mean = _at(schedule.posterior_mean_coef1, t) * x0 + _at(schedule.posterior_mean_coef2, t) * x_t
-    return mean, _at(schedule.posterior_log_variance_clipped, t)
+    mean = _at(schedule.posterior_mean_coef1, t, x_t) * x0 + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
+    return mean, _at(schedule.posterior_log_variance_clipped, t, x_t)
 
 
 def diffusion_loss(
@@ -69,7 +71,7 @@ def sample(
     """
     num_steps = schedule.num_steps
     batch = observations.shape[0]
-    max_action = jnp.asarray(max_action, dtype=jnp.float32)
+    max_action = jnp.asarray(max_action, dtype=initial_noise.dtype)
 
     def reverse_step(x, inputs):
         i, noise = inputs
