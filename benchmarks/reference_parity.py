@@ -17,7 +17,8 @@ minibatches and the same random numbers, and are compared after 1, 10 and --upda
   target critics).
 - the tolerance: the reference run once more in float64 (same initial weights, same draws replayed). Its distance
   from the float32 run is what float32 rounding alone does to the reference; ours is judged against it, and its
-  own distance from the float64 run is reported beside.
+  own distance from the float64 run is reported beside. Ours also runs in float64 on that run's minibatches and
+  draws: with rounding out of the way, any difference left is a difference in the math.
 - variants: the default backup, then the max-Q backup (--variants), each with the cosine learning-rate schedule
   stepped every --lr_decay_every updates so that the schedule is compared too.
 - action selection: with the final reference weights loaded into ours, `sample_action` of the reference against
@@ -39,7 +40,7 @@ from absl import app, flags
 
 from benchmarks import reference
 from benchmarks.common import config_for, random_transitions
-from dql.agents import diffusion_actor
+from dql.agents import common, diffusion_actor
 from dql.agents.dql import DQLAgent, DQLHyperparams, DQLNoise
 from dql.diffusion import DiffusionSchedule
 
@@ -201,7 +202,7 @@ def max_difference(ours, theirs) -> dict:
 
 def our_gradients(agent: DQLAgent, batch: dict, noise: DQLNoise):
     """The clipped gradients our update applies (critic first, then the actor against the updated critic)."""
-    clip = optax.clip_by_global_norm(agent.hp.grad_norm) if agent.hp.grad_norm > 0 else optax.identity()
+    clip = common.clip_grad_norm_like_torch(agent.hp.grad_norm) if agent.hp.grad_norm > 0 else optax.identity()
     backup = agent.backup(batch, noise.next_actions)
     critic_grads = jax.grad(lambda p: agent.critic_loss(p, batch, backup)[0])(agent.critic.params)
     critic = agent.critic.apply_gradients(grads=critic_grads)
@@ -277,6 +278,12 @@ def reference_constants(diffusion):
         diffusion_actor.schedule = original
 
 
+def as_float64(tree):
+    """Every floating leaf (parameters, optimiser moments) in float64; call inside jax.enable_x64."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, tree)
+
+
 def run_ours(agent: DQLAgent, ref_run: dict, config) -> dict:
     """Our updates on the reference run's minibatches and draws; the same records as run_reference."""
     n_backup = config.num_q_backup_samples if config.max_q_backup else 1
@@ -333,6 +340,10 @@ def compare_variant(torch, ql_diffusion, log, data, variant: str) -> dict:
     with reference_constants(exact["agent"].actor):
         ours_constants = run_ours(reference.load_into_agent(initial, exact["initial"]), exact, config)
     float64 = run_reference(torch, ql_diffusion, log, config, data, indices, exact=exact)
+    # Ours in float64 too, on the float64 run's minibatches and draws and with its schedule constants (computed in
+    # float32 and cast, as the reference's buffers are before .double()).
+    with jax.enable_x64(True), reference_constants(float64["agent"].actor):
+        ours_float64 = run_ours(as_float64(reference.load_into_agent(initial, float64["initial"])), float64, config)
     return {
         "variant": variant, "updates": FLAGS.updates, "grad_norm": config.grad_norm,
         "ema_start": config.ema_start, "lr_at_last_update": exact["lr"],
@@ -341,6 +352,7 @@ def compare_variant(torch, ql_diffusion, log, data, variant: str) -> dict:
         "reference_float32_vs_float64": differences(exact, float64),
         "ours_vs_reference_float64": differences(ours, float64),
         "ours_with_reference_constants_vs_reference_float64": differences(ours_constants, float64),
+        "ours_float64_vs_reference_float64": differences(ours_float64, float64),
         "action_selection": compare_action_selection(torch, exact["agent"], ours["agent"], data, log),
     }
 

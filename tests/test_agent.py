@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dql.agents import create_agent, hyperparams
-from dql.agents.common import learning_rate_schedule
+from dql.agents.common import clip_grad_norm_like_torch, learning_rate_schedule, make_optimizer
 from tests.conftest import tiny_config
 
 
@@ -16,6 +16,30 @@ def test_learning_rate_schedule_is_cosine_over_epochs_stepped_every_decay_every(
         expected = 0.5 * (1 + np.cos(np.pi * min(count // 4, 5) / 5))  # T_max = 5 epochs
         assert float(schedule(count)) == pytest.approx(expected, abs=1e-6)
     assert float(learning_rate_schedule(0.3, False, 10, 2, 4)(7)) == pytest.approx(0.3)
+
+
+def test_optimizer_like_torch_clips_with_its_epsilon_and_steps_adam_as_exactly_as_float32_allows():
+    # torch's clip_grad_norm_: scale min(1, max_norm / (norm + 1e-6)), the norm over the leaves' norms (here 3 and 4).
+    grads = {"a": jnp.array([0.003, 0.0]), "b": jnp.array([[0.004]])}
+    clip = clip_grad_norm_like_torch(0.0025)
+    clipped, _ = clip.update(grads, clip.init(grads))
+    np.testing.assert_allclose(clipped["a"], [0.003 * 0.0025 / (0.005 + 1e-6), 0.0], rtol=1e-6)  # not 0.5x: 0.49990
+    unclipped, _ = clip_grad_norm_like_torch(1.0).update(grads, clip.init(grads))
+    np.testing.assert_array_equal(unclipped["b"], grads["b"])
+
+    # Adam's first steps against float64 arithmetic: m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps), lr 3e-4. optax's own
+    # adam is 6.6e-6 off at step 1 (1 - 0.999 in float32), which this tolerance would catch.
+    g = np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32)
+    optimizer = make_optimizer(lambda count: 3e-4, 0.0, like_torch=True)
+    x, state = jnp.zeros(1000), optimizer.init(jnp.zeros(1000))
+    m = v = exact = np.zeros(1000)
+    for t in range(1, 4):
+        update, state = optimizer.update(jnp.asarray(g[t - 1]), state)
+        x = x + update
+        m, v = 0.9 * m + 0.1 * g[t - 1], 0.999 * v + 0.001 * np.float64(g[t - 1]) ** 2
+        exact = exact - 3e-4 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        assert np.linalg.norm(np.asarray(x, np.float64) - exact) / np.linalg.norm(exact) < 3e-7
+    assert int(state[0].count) == 3  # optax's ScaleByAdamState: checkpoints of the optax.adam version restore
 
 
 def _batch(rng, n=16, obs_dim=3, act_dim=2):

@@ -8,6 +8,7 @@ only difference between the two paths.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -79,11 +80,58 @@ def make_train_state(apply_fn, params, tx: optax.GradientTransformation) -> Trai
     return TrainState.create(apply_fn=apply_fn, params=params, tx=tx).replace(step=jnp.zeros((), jnp.int32))
 
 
-def make_optimizer(schedule: optax.Schedule, grad_norm: float) -> optax.GradientTransformation:
-    """Adam, with the update clipped to a global gradient norm when grad_norm > 0."""
-    adam = optax.adam(schedule)
+def clip_grad_norm_like_torch(max_norm: float) -> optax.GradientTransformation:
+    """torch.nn.utils.clip_grad_norm_: the gradients times min(1, max_norm / (norm + 1e-6)), the norm taken over the
+    leaves' norms. optax.clip_by_global_norm scales by max_norm / norm, 1e-6 / norm relatively apart (6.8e-8 on
+    Diffusion-QL's Hopper critics: the one difference left when ours and the paper's code both run in float64)."""
+
+    def update(updates, state, params=None):
+        del params
+        leaves = jax.tree_util.tree_leaves(updates)
+        norm = jnp.linalg.norm(jnp.stack([jnp.linalg.norm(leaf.ravel()) for leaf in leaves]))
+        scale = jnp.minimum(max_norm / (norm + 1e-6), 1.0)
+        return jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def scale_by_adam_like_torch(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+    """torch.optim.Adam's direction, (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps), in optax's state.
+
+    optax.scale_by_adam computes 1 - b2^t in float32, where 0.999 rounds to 0.99900001, so its first step is 6.6e-6
+    off the exact one; torch computes the corrections in Python floats (7.5e-8 off). Here 1 - b^t = -expm1(t log(b))
+    with log(b) taken in double precision, as exact as float32 allows.
+    """
+    log_b1, log_b2 = math.log(b1), math.log(b2)
+
+    def init(params):
+        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros(), nu=zeros())
+
+    def update(grads, state, params=None):
+        del params
+        mu = jax.tree_util.tree_map(lambda m, g: m + (1.0 - b1) * (g - m), state.mu, grads)  # torch's lerp_
+        nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, grads)
+        count = optax.safe_int32_increment(state.count)
+
+        def direction(m, v):
+            t = count.astype(m.dtype)
+            return (m / -jnp.expm1(t * log_b1)) / (jnp.sqrt(v) / jnp.sqrt(-jnp.expm1(t * log_b2)) + eps)
+
+        return jax.tree_util.tree_map(direction, mu, nu), optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(schedule: optax.Schedule, grad_norm: float, like_torch: bool = False
+                   ) -> optax.GradientTransformation:
+    """Adam, with the update clipped to a global gradient norm when grad_norm > 0; `like_torch`: torch's Adam and
+    clip_grad_norm_ (the reference of Diffusion-QL), whose rounding and epsilon optax's differ from slightly."""
+    clip = clip_grad_norm_like_torch if like_torch else optax.clip_by_global_norm
+    adam = (optax.chain(scale_by_adam_like_torch(), optax.scale_by_learning_rate(schedule)) if like_torch
+            else optax.adam(schedule))
     if grad_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(grad_norm), adam)
+        return optax.chain(clip(grad_norm), adam)
     return adam
 
 

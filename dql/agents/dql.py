@@ -80,12 +80,12 @@ class DQLAgent(struct.PyTreeNode):
         )
         return cls(
             actor=common.make_train_state(
-                noise_net.apply, actor_params, common.make_optimizer(actor_schedule, hp.grad_norm)
+                noise_net.apply, actor_params, common.make_optimizer(actor_schedule, hp.grad_norm, like_torch=True)
             ),
             # Copies, not aliases: the trainer donates the agent's buffers and each must be donated once.
             actor_ema_params=jax.tree_util.tree_map(jnp.copy, actor_params),
             critic=common.make_train_state(
-                critic_net.apply, critic_params, common.make_optimizer(critic_schedule, hp.grad_norm)
+                critic_net.apply, critic_params, common.make_optimizer(critic_schedule, hp.grad_norm, like_torch=True)
             ),
             critic_target_params=jax.tree_util.tree_map(jnp.copy, critic_params),
             rng=rng,
