@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from dql.run_folder import DATA_IDENTITY_KEYS
-from experiments.runs import find_runs, load_run
+from experiments.runs import check_one_file_per_dataset, find_runs, load_run
 
 flags.DEFINE_float("takeoff", None, "Take-off score (default: halfway from the data average to 100).")
 flags.DEFINE_string("out_dir", "experiments/results/dql-parity", "Output folder (takeoff.json, curves.png).")
@@ -93,12 +92,7 @@ def main(argv):
     datasets = sorted({run["dataset"] for run in runs})
     if len(datasets) != 1 or not all(run["normalized"] for run in runs):
         sys.exit(f"error: expected runs on one dataset with normalized scores, found {', '.join(datasets)}")
-    files = sorted({run["data_identity"] for run in runs}, key=str)
-    if len(files) > 1:
-        listing = "; ".join(f"{sum(run['data_identity'] == f for run in runs)} runs on "
-                            f"{dict(zip(DATA_IDENTITY_KEYS, f))}" for f in files)
-        sys.exit(f"error: the runs trained on different files under the name {datasets[0]} (a replay tier "
-                 f"generated on another CPU differs): {listing}")
+    check_one_file_per_dataset(runs)
     threshold = FLAGS.takeoff if FLAGS.takeoff is not None else (runs[0]["data_average"] + 100.0) / 2
     summary = summarize(runs, threshold)
     out = Path(FLAGS.out_dir)

@@ -32,7 +32,7 @@ from absl import app, flags, logging
 
 from dql.logs import file_safe
 from experiments.paper_scores import PAPER_SCORES
-from experiments.runs import find_runs, load_run  # noqa: F401  (report.find_runs is public)
+from experiments.runs import check_one_file_per_dataset, find_runs, load_run  # noqa: F401  (report.find_runs is public)
 
 flags.DEFINE_string("out", "report", "Folder for report.md, performance_profile.png and the learning curves.")
 flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the confidence intervals. The probability of "
@@ -304,6 +304,7 @@ def main(argv):
     runs = [run for run in map(load_run, find_runs(argv[1:])) if run is not None]
     if not runs:
         raise SystemExit("error: no finished run with an evaluation among the given folders")
+    check_one_file_per_dataset(runs)
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(runs, FLAGS.bootstrap, FLAGS.seed)

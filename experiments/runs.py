@@ -63,6 +63,18 @@ def load_run(path: Path) -> dict | None:
     }
 
 
+def check_one_file_per_dataset(runs: list[dict]) -> None:
+    """Exit naming the files when the runs under one dataset name trained on different data: their scores are not
+    of one task (a replay tier generated on another CPU, a file replaced under the same path)."""
+    for name in sorted({run["dataset"] for run in runs}):
+        files = sorted({run["data_identity"] for run in runs if run["dataset"] == name}, key=str)
+        if len(files) > 1:
+            listing = "; ".join(f"{sum(run['data_identity'] == f for run in runs)} runs on "
+                                f"{dict(zip(DATA_IDENTITY_KEYS, f))}" for f in files)
+            raise SystemExit(f"error: the runs trained on different files under the name {name} (a replay tier "
+                             f"generated on another CPU differs): {listing}")
+
+
 def evaluate_agent(agent, env: tuple[str, dict], episodes: int, seed: int, dataset) -> dict:
     """One saved agent evaluated as the trainer evaluates a program of one seed (its env seeds and keys at step 0):
     every variant of the same agent is scored on the same episodes and noise."""

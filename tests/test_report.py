@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import report
+from experiments.runs import check_one_file_per_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 REPS = 200  # small: CI runs these on a 2-core CPU
@@ -124,6 +125,18 @@ def test_scores_from_different_evaluation_envs_are_not_averaged():
     table = "\n".join(report.dataset_table(runs))
     assert "| hopper-medium-v2 | Hopper-v4 | bc | 52.0 ± 2.0 | 2 |" in table
     assert "| hopper-medium-v2 | Hopper-v5 | bc | 10.0 | 1 |" in table
+
+
+def test_runs_on_different_files_under_one_name_are_refused():
+    def run(dataset, seed, transitions):
+        return dict(fake_run("dql", dataset, seed, 50.0), data_identity=(dataset, transitions, 1119))
+
+    check_one_file_per_dataset([run("gym:Hopper-v5/full-replay", 0, 154999), run("hopper-medium-v2", 0, 999999),
+                                run("gym:Hopper-v5/full-replay", 1, 154999)])  # one file per name: fine
+    with pytest.raises(SystemExit, match=r"different files under the name gym:Hopper-v5/full-replay .*"
+                                         r"1 runs on \{'name': 'gym:Hopper-v5/full-replay', 'transitions': 154000"):
+        check_one_file_per_dataset([run("gym:Hopper-v5/full-replay", 0, 154999),
+                                    run("gym:Hopper-v5/full-replay", 1, 154000)])
 
 
 def test_missing_rliable_is_one_line(monkeypatch):
