@@ -8,6 +8,9 @@ Reads every run folder below the given paths (ours from `python -m dql.train --a
 - `takeoff.json`: per seed the evaluated scores and the take-off step, the first evaluation at or above --takeoff
   (default: halfway from the data's average normalized score to 100), and per algorithm the median take-off step
   (a seed that never reaches it counts as later than the last evaluation) and the mean score at each step;
+  with two algorithms also, from rliable with 95% bootstrap intervals over seeds, at each evaluated step and for
+  the area under the curve each one's mean score and the probability that a run of the first beats a run of the
+  second: whether the curves differ by more than seed variance;
 - `curves.png`: every seed's curve, thin, and each algorithm's mean, thick, with the take-off threshold.
 """
 
@@ -20,8 +23,11 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+from experiments import estimates
+from experiments.estimates import aggregate_estimates, improvement_estimates
 from experiments.runs import check_one_file_per_dataset, find_runs, load_run
 
+flags.adopt_module_key_flags(estimates)  # --bootstrap, --seed
 flags.DEFINE_float("takeoff", None, "Take-off score (default: halfway from the data average to 100).")
 flags.DEFINE_string("out_dir", "experiments/results/dql-parity", "Output folder (takeoff.json, curves.png).")
 FLAGS = flags.FLAGS
@@ -58,6 +64,34 @@ def summarize(runs: list[dict], threshold: float) -> dict:
         out[algo] = {"seeds": seeds, "median_takeoff_step": median_takeoff([s["takeoff_step"] for s in seeds.values()]),
                      "mean_score_by_step": mean}
     return out
+
+
+def compare_two(summary: dict, reps: int, seed: int = 0) -> dict:
+    """rliable's estimates for two algorithms (first and second in name order) over their common evaluated steps:
+    at each step and for the area under the curve (each run's mean over those steps, so a run's correlated scores
+    are resampled together), each one's mean and P(a run of first beats a run of second)."""
+    first, second = sorted(summary)
+    steps = sorted(set(summary[first]["mean_score_by_step"]) & set(summary[second]["mean_score_by_step"]), key=int)
+
+    def scores(algo: str) -> np.ndarray:  # [seeds, steps]
+        return np.array([[entry["scores"][entry["steps"].index(int(step))] for step in steps]
+                         for entry in summary[algo]["seeds"].values()], np.float64)
+
+    matrices = {first: scores(first), second: scores(second)}
+    columns = {step: {algo: m[:, i:i + 1] for algo, m in matrices.items()} for i, step in enumerate(steps)}
+    columns["area under the curve"] = {algo: m.mean(axis=1, keepdims=True) for algo, m in matrices.items()}
+    comparison = {}
+    for name, one_task in columns.items():  # rliable's layout: [runs, 1 task]
+        means = aggregate_estimates(one_task, reps, seed)
+        improvement = improvement_estimates(one_task, [(first, second)], reps, seed)[first, second]
+        comparison[name] = {**{f"{algo} mean": _rounded(means[algo]["mean"]) for algo in one_task},
+                            f"P({first} > {second})": _rounded(improvement)}
+    return {"by_step": comparison, "note": f"[point, low, high]: 95% bootstrap intervals over seeds, {reps} "
+                                           f"resamples, seed {seed}"}
+
+
+def _rounded(estimate: tuple[float, float, float]) -> list[float]:
+    return [round(value, 3) for value in estimate]
 
 
 def plot(runs: list[dict], summary: dict, threshold: float, dataset: str, path: Path) -> None:
@@ -99,12 +133,16 @@ def main(argv):
     out.mkdir(parents=True, exist_ok=True)
     result = {"dataset": datasets[0], "data_average": runs[0]["data_average"], "takeoff_score": threshold,
               "algorithms": summary}
+    if len(summary) == 2:
+        result["comparison"] = compare_two(summary, FLAGS.bootstrap, FLAGS.seed)
     (out / "takeoff.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(runs, summary, threshold, datasets[0], out / "curves.png")
     for algo, entry in summary.items():
         takeoffs = {seed: s["takeoff_step"] for seed, s in entry["seeds"].items()}
         print(f"{algo}: take-off steps by seed {takeoffs}; median {entry['median_takeoff_step']}; "
               f"mean score by step {entry['mean_score_by_step']}")
+    for name, row in result.get("comparison", {}).get("by_step", {}).items():
+        print(f"{name}: " + ", ".join(f"{key} {point} [{low}, {high}]" for key, (point, low, high) in row.items()))
     print(f"wrote {out / 'takeoff.json'} and {out / 'curves.png'}")
 
 

@@ -20,7 +20,6 @@ rliable is an optional dependency (`pip install 'dql[report]'`), imported only w
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import sys
 from collections import defaultdict
@@ -31,42 +30,15 @@ import numpy as np
 from absl import app, flags, logging
 
 from dql.logs import file_safe
+from experiments import estimates
+from experiments.estimates import (AGGREGATES, GAP_THRESHOLD, aggregate_estimates, improvement_estimates,
+                                  performance_profiles, require_rliable)
 from experiments.paper_scores import PAPER_SCORES
 from experiments.runs import check_one_file_per_dataset, find_runs, load_run  # noqa: F401  (report.find_runs is public)
 
+flags.adopt_module_key_flags(estimates)  # --bootstrap, --seed
 flags.DEFINE_string("out", "report", "Folder for report.md, performance_profile.png and the learning curves.")
-flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the confidence intervals. The probability of "
-                     "improvement is the slow part: ~6 ms per resample per pair of algorithms on 9 datasets.")
-flags.DEFINE_integer("seed", 0, "Seed of the bootstrap's random draws.")
 FLAGS = flags.FLAGS
-
-AGGREGATES = ("IQM", "mean", "median", "optimality gap")
-GAP_THRESHOLD = 100.0  # normalized scores put the expert at 100; rliable's default gamma=1 assumes a 0-1 scale
-
-
-def _rliable():
-    """rliable's `library` and `metrics` modules, or a one-line exit saying how to install them."""
-    try:
-        from rliable import library, metrics
-    except ImportError:
-        raise SystemExit("error: experiments.report needs rliable: pip install 'dql[report]'") from None
-    return library, metrics
-
-
-@contextlib.contextmanager
-def _bootstrap_seed(seed: int):
-    """Seed numpy's global generator for one rliable call, restoring the caller's state afterwards.
-
-    rliable 1.2 draws its resampling indices from `np.random` directly; its `random_state` argument does not reach
-    those draws (and arch warns that it is deprecated), so the global generator is the only handle on them.
-    """
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
 
 # ------------------------------------------------------------------------------------------- score matrices
 
@@ -120,46 +92,6 @@ def score_matrices(runs: list[dict]) -> ScoreMatrices:
                      "so those intervals have zero width and those probabilities of improvement are 0, 0.5 or 1; "
                      "they say nothing about the algorithms. Run 3 or more seeds.")
     return ScoreMatrices(by_algo, tasks, notes)
-
-
-# --------------------------------------------------------------------------------------- rliable estimates
-
-
-def aggregate_estimates(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> dict[str, dict]:
-    """Per algorithm: {aggregate name: (point, low, high)} for AGGREGATES, 95% stratified-bootstrap intervals."""
-    library, metrics = _rliable()
-
-    def aggregates(scores):
-        return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores),
-                         metrics.aggregate_median(scores),
-                         metrics.aggregate_optimality_gap(scores, gamma=GAP_THRESHOLD)])
-
-    with _bootstrap_seed(seed):
-        points, intervals = library.get_interval_estimates(matrices, aggregates, reps=reps)
-    return {algo: {name: (float(points[algo][i]), float(intervals[algo][0, i]), float(intervals[algo][1, i]))
-                   for i, name in enumerate(AGGREGATES)}
-            for algo in matrices}
-
-
-def improvement_estimates(matrices: dict[str, np.ndarray], pairs: list[tuple[str, str]], reps: int,
-                          seed: int = 0) -> dict[tuple[str, str], tuple[float, float, float]]:
-    """P(X > Y) for each pair (X, Y): per task the chance a run of X beats one of Y (ties count half), averaged
-    over tasks; point and 95% interval, the two algorithms' runs resampled independently within each task."""
-    library, metrics = _rliable()
-    # A tuple of arrays makes rliable bootstrap each algorithm's runs separately (their counts may differ).
-    score_pairs = {f"{x},{y}": (matrices[x], matrices[y]) for x, y in pairs}
-    with _bootstrap_seed(seed):
-        points, intervals = library.get_interval_estimates(score_pairs, metrics.probability_of_improvement, reps=reps)
-    return {(x, y): (float(points[f"{x},{y}"]), *map(float, np.ravel(intervals[f"{x},{y}"])))
-            for x, y in pairs}
-
-
-def performance_profiles(matrices: dict[str, np.ndarray], taus: np.ndarray, reps: int, seed: int = 0):
-    """Score distributions: per algorithm the fraction of its runs (all tasks) scoring above each tau, with 95%
-    intervals ([2, len(taus)])."""
-    library, _ = _rliable()
-    with _bootstrap_seed(seed):
-        return library.create_performance_profile(matrices, taus, reps=reps)
 
 
 # ----------------------------------------------------------------------------------------------- report.md
@@ -277,7 +209,7 @@ def plot_performance_profile(scores: ScoreMatrices, out: Path, reps: int, seed: 
     if not scores.tasks:
         return None
     plt = _pyplot()
-    from rliable import plot_utils  # after _rliable() (in performance_profiles) has checked that it is installed
+    from rliable import plot_utils  # after require_rliable() (in performance_profiles) has checked that it is installed
 
     everything = np.concatenate([m.ravel() for m in scores.by_algo.values()])
     taus = np.linspace(min(0.0, everything.min()), max(GAP_THRESHOLD, everything.max()), 101)
@@ -299,7 +231,7 @@ def plot_performance_profile(scores: ScoreMatrices, out: Path, reps: int, seed: 
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError("give one or more run folders (or folders above them)")
-    _rliable()  # fail before reading anything if it is missing
+    require_rliable()  # fail before reading anything if it is missing
     logging.set_verbosity(logging.WARNING)  # rliable logs an INFO line per algorithm and interval
     runs = [run for run in map(load_run, find_runs(argv[1:])) if run is not None]
     if not runs:

@@ -50,7 +50,8 @@ def test_parity_curves_writes_takeoffs_medians_and_the_figure(tmp_path):
         _run_folder(tmp_path / "runs" / "reference" / f"seed_{seed}", "dql-reference", seed, scores)
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "experiments.parity_curves", str(tmp_path / "runs"),
-                             f"--out_dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             f"--out_dir={out}", "--bootstrap=200"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "takeoff.json").read_text())
     assert summary["takeoff_score"] == 60.0
@@ -60,7 +61,16 @@ def test_parity_curves_writes_takeoffs_medians_and_the_figure(tmp_path):
     assert theirs["median_takeoff_step"] == 15_000
     assert ours["mean_score_by_step"]["30000"] == 58.33  # (80 + 65 + 30) / 3, rounded
     assert (out / "curves.png").stat().st_size > 10_000
-
+    # P(a run of ours beats one of theirs), ties half: at 10k 1 of 6 pairs (two ties), at 20k 1.5 of 6, at 30k 2 of
+    # 6 (80 = 80 and 65 = 65 tie, 80 > 65); areas under the curves (run means) 53.3, 31.7, 15 against 70, 45.3:
+    # only 53.3 > 45.3, 1 of 6.
+    comparison = summary["comparison"]["by_step"]
+    label = "P(dql > dql-reference)"
+    assert [comparison[step][label][0] for step in ("10000", "20000", "30000")] == [0.167, 0.25, 0.333]
+    assert comparison["10000"]["dql mean"][0] == 8.333  # (10 + 10 + 5) / 3
+    assert comparison["10000"]["dql-reference mean"][0] == 35.0
+    point, low, high = comparison["area under the curve"][label]
+    assert point == 0.167 and low < point < high
     # A seed trained on another file under the same name (the replay re-generated on another CPU) is refused.
     _run_folder(tmp_path / "runs" / "reference" / "seed_2", "dql-reference", 2, [60, 70, 80], transitions=154_000)
     mixed = subprocess.run([sys.executable, "-m", "experiments.parity_curves", str(tmp_path / "runs"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import report
+from experiments import estimates, report
 from experiments.runs import check_one_file_per_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,14 +55,14 @@ def test_aggregates_match_closed_forms():
     # median 6.75 (the row means' median would be 6.5); gap 100 - mean(min(s, 100)) = 100 - 166 / 12.
     outlier = np.array([[1.0, 5.0, 8.0], [2.0, 6.0, 10.0], [3.0, 7.0, 11.0], [4.0, 9.0, 1000.0]])
     expert = np.array([[100.0, 120.0], [100.0, 130.0]])  # at or above the threshold everywhere: no gap
-    estimates = report.aggregate_estimates({"a": one_to_eight, "b": outlier, "c": expert}, reps=REPS)
-    assert estimates["a"]["IQM"][0] == pytest.approx(4.5)
-    b = {name: point for name, (point, _, _) in estimates["b"].items()}
+    result = estimates.aggregate_estimates({"a": one_to_eight, "b": outlier, "c": expert}, reps=REPS)
+    assert result["a"]["IQM"][0] == pytest.approx(4.5)
+    b = {name: point for name, (point, _, _) in result["b"].items()}
     assert b == pytest.approx({"IQM": 6.5, "mean": 1066 / 12, "median": 6.75, "optimality gap": 100 - 166 / 12})
-    for name, (point, low, high) in estimates["b"].items():
+    for name, (point, low, high) in result["b"].items():
         assert low <= point <= high and low < high, name
-    assert estimates["c"]["optimality gap"] == (0.0, 0.0, 0.0)
-    assert estimates["c"]["mean"][0] == pytest.approx(112.5)
+    assert result["c"]["optimality gap"] == (0.0, 0.0, 0.0)
+    assert result["c"]["mean"][0] == pytest.approx(112.5)
 
 
 @needs_rliable
@@ -74,7 +74,7 @@ def test_probability_of_improvement_closed_forms():
     x = np.array([[1.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
     y = np.array([[2.0, 5.0], [2.0, 5.0]])
     pairs = [("high", "low"), ("low", "high"), ("low", "low2"), ("x", "y"), ("y", "x")]
-    result = report.improvement_estimates({"high": high, "low": low, "low2": low.copy(), "x": x, "y": y},
+    result = estimates.improvement_estimates({"high": high, "low": low, "low2": low.copy(), "x": x, "y": y},
                                           pairs, reps=REPS)
     assert result[("high", "low")] == (1.0, 1.0, 1.0)
     assert result[("low", "high")] == (0.0, 0.0, 0.0)
@@ -86,7 +86,7 @@ def test_probability_of_improvement_closed_forms():
 
 @needs_rliable
 def test_performance_profile_counts_runs_above_tau():
-    profiles, intervals = report.performance_profiles({"a": np.array([[10.0], [30.0], [50.0], [70.0]])},
+    profiles, intervals = estimates.performance_profiles({"a": np.array([[10.0], [30.0], [50.0], [70.0]])},
                                                       np.array([0.0, 20.0, 60.0, 100.0]), reps=REPS)
     np.testing.assert_allclose(profiles["a"], [1.0, 0.75, 0.25, 0.0])
     assert intervals["a"].shape == (2, 4)
@@ -97,10 +97,10 @@ def test_bootstrap_seed_is_reproducible_and_leaves_numpy_alone():
     scores = {"a": np.random.default_rng(1).normal(50, 10, (5, 3))}
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    first = report.aggregate_estimates(scores, reps=REPS, seed=0)
+    first = estimates.aggregate_estimates(scores, reps=REPS, seed=0)
     assert np.array_equal(np.random.get_state()[1], before)  # the caller's global generator is restored
-    assert report.aggregate_estimates(scores, reps=REPS, seed=0) == first
-    assert report.aggregate_estimates(scores, reps=REPS, seed=1)["a"]["IQM"] != first["a"]["IQM"]
+    assert estimates.aggregate_estimates(scores, reps=REPS, seed=0) == first
+    assert estimates.aggregate_estimates(scores, reps=REPS, seed=1)["a"]["IQM"] != first["a"]["IQM"]
 
 
 def test_score_matrices_common_datasets_and_truncation():
@@ -141,8 +141,9 @@ def test_runs_on_different_files_under_one_name_are_refused():
 
 def test_missing_rliable_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "rliable", None)  # makes `from rliable import ...` raise ImportError
-    with pytest.raises(SystemExit, match=r"^error: experiments.report needs rliable: pip install 'dql\[report\]'$"):
-        report.aggregate_estimates({"a": np.ones((2, 2))}, reps=10)
+    with pytest.raises(SystemExit, match=r"^error: rliable is not installed \(experiments.report and "
+                                         r"experiments.parity_curves use it\): pip install 'dql\[report\]'$"):
+        estimates.aggregate_estimates({"a": np.ones((2, 2))}, reps=10)
 
 
 def make_sweep(root: Path) -> None:
