@@ -6,11 +6,13 @@ Reads every run folder below the given paths (ours from `python -m dql.train --a
 `python -m benchmarks.reference_curves`), groups them by algorithm on one dataset, and writes:
 
 - `takeoff.json`: per seed the evaluated scores and the take-off step, the first evaluation at or above --takeoff
-  (default: halfway from the data's average normalized score to 100), and per algorithm the median take-off step
+  (default: halfway from the data's average normalized score to 100), with the step where the line between the
+  evaluations around it crosses --takeoff, and per algorithm the median of each
   (a seed that never reaches it counts as later than the last evaluation) and the mean score at each step;
   with two algorithms also, from rliable with 95% bootstrap intervals over seeds, at each evaluated step and for
   the area under the curve each one's mean score and the probability that a run of the first beats a run of the
-  second: whether the curves differ by more than seed variance;
+  second, and the same for the interpolated take-off step (there "beats" means "takes off later"): whether the
+  two differ by more than seed variance;
 - `curves.png`: every seed's curve, thin, and each algorithm's mean, thick, with the take-off threshold.
 """
 
@@ -38,7 +40,19 @@ def takeoff_step(steps: list[int], scores: list[float], threshold: float) -> int
     return next((step for step, score in zip(steps, scores) if score >= threshold), None)
 
 
-def median_takeoff(takeoffs: list[int | None]) -> float | str:
+def interpolated_takeoff(steps: list[int], scores: list[float], threshold: float) -> float | None:
+    """Where the straight line between the evaluations around the first crossing meets threshold: evaluations 10k
+    steps apart round every take-off up to a multiple of 10k, and a seed crossing by 0.1 points at 30k then looks
+    10k earlier than one missing it by 0.1. The first evaluation if it already reaches threshold, None if none does."""
+    step = takeoff_step(steps, scores, threshold)
+    if step is None or step == steps[0]:
+        return step
+    i = steps.index(step)
+    fraction = (threshold - scores[i - 1]) / (scores[i] - scores[i - 1])
+    return float(steps[i - 1] + fraction * (steps[i] - steps[i - 1]))
+
+
+def median_takeoff(takeoffs: list[float | None]) -> float | str:
     """Median over seeds, a seed that never took off ranking after all that did; '>last' when that is the median."""
     ranked = sorted(takeoffs, key=lambda t: (t is None, t or 0))
     middle = ranked[(len(ranked) - 1) // 2: len(ranked) // 2 + 1]
@@ -56,20 +70,25 @@ def summarize(runs: list[dict], threshold: float) -> dict:
         seeds = {}
         for run in sorted(algo_runs, key=lambda r: r["seed"]):
             steps, scores = run["curve"]
+            crossing = interpolated_takeoff(steps, scores, threshold)
             seeds[str(run["seed"])] = {"steps": steps, "scores": [round(s, 2) for s in scores],
-                                       "takeoff_step": takeoff_step(steps, scores, threshold)}
+                                       "takeoff_step": takeoff_step(steps, scores, threshold),
+                                       "takeoff_step_interpolated": None if crossing is None else round(crossing)}
         common = sorted(set.intersection(*(set(s["steps"]) for s in seeds.values())))
         mean = {str(step): round(float(np.mean([s["scores"][s["steps"].index(step)] for s in seeds.values()])), 2)
                 for step in common}
         out[algo] = {"seeds": seeds, "median_takeoff_step": median_takeoff([s["takeoff_step"] for s in seeds.values()]),
+                     "median_takeoff_step_interpolated": median_takeoff(
+                         [s["takeoff_step_interpolated"] for s in seeds.values()]),
                      "mean_score_by_step": mean}
     return out
 
 
 def compare_two(summary: dict, reps: int, seed: int = 0) -> dict:
     """rliable's estimates for two algorithms (first and second in name order) over their common evaluated steps:
-    at each step and for the area under the curve (each run's mean over those steps, so a run's correlated scores
-    are resampled together), each one's mean and P(a run of first beats a run of second)."""
+    at each step, for the area under the curve (each run's mean over those steps, so a run's correlated scores are
+    resampled together) and, when every seed took off, for the interpolated take-off step, each one's mean and
+    P(a run of first has the larger value than one of second)."""
     first, second = sorted(summary)
     steps = sorted(set(summary[first]["mean_score_by_step"]) & set(summary[second]["mean_score_by_step"]), key=int)
 
@@ -80,6 +99,9 @@ def compare_two(summary: dict, reps: int, seed: int = 0) -> dict:
     matrices = {first: scores(first), second: scores(second)}
     columns = {step: {algo: m[:, i:i + 1] for algo, m in matrices.items()} for i, step in enumerate(steps)}
     columns["area under the curve"] = {algo: m.mean(axis=1, keepdims=True) for algo, m in matrices.items()}
+    crossings = {algo: [s["takeoff_step_interpolated"] for s in summary[algo]["seeds"].values()] for algo in matrices}
+    if all(None not in steps_ for steps_ in crossings.values()):  # here "first > second" means first took off later
+        columns["take-off step (interpolated)"] = {algo: np.array(c, np.float64)[:, None] for algo, c in crossings.items()}
     comparison = {}
     for name, one_task in columns.items():  # rliable's layout: [runs, 1 task]
         means = aggregate_estimates(one_task, reps, seed)
@@ -88,6 +110,10 @@ def compare_two(summary: dict, reps: int, seed: int = 0) -> dict:
                             f"P({first} > {second})": _rounded(improvement)}
     return {"by_step": comparison, "note": f"[point, low, high]: 95% bootstrap intervals over seeds, {reps} "
                                            f"resamples, seed {seed}"}
+
+
+def _steps(median: float | str) -> str:
+    return f"{median:,.0f}" if isinstance(median, float) else median
 
 
 def _rounded(estimate: tuple[float, float, float]) -> list[float]:
@@ -107,13 +133,14 @@ def plot(runs: list[dict], summary: dict, threshold: float, dataset: str, path: 
     for algo, entry in summary.items():
         steps = [int(s) for s in entry["mean_score_by_step"]]
         ax.plot(steps, list(entry["mean_score_by_step"].values()), color=colors[algo], linewidth=2.5,
-                label=f"{algo}: {len(entry['seeds'])} seeds, median take-off {entry['median_takeoff_step']}")
+                label=f"{algo}: {len(entry['seeds'])} seeds, median take-off {_steps(entry['median_takeoff_step'])} "
+                      f"(interpolated {_steps(entry['median_takeoff_step_interpolated'])})")
     ax.axhline(threshold, color="grey", linestyle=":", label=f"take-off score {threshold:.1f}")
     ax.axhline(runs[0]["data_average"], color="black", linestyle="--", linewidth=1, label="data average")
     ax.set_xlabel("gradient steps")
     ax.set_ylabel("normalized score")
-    ax.set_title(f"Diffusion-QL, this project against the paper's code: {dataset}")
-    ax.legend(fontsize=8)
+    ax.set_title(f"Diffusion-QL, this project against the paper's code\n{dataset}")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -139,7 +166,9 @@ def main(argv):
     plot(runs, summary, threshold, datasets[0], out / "curves.png")
     for algo, entry in summary.items():
         takeoffs = {seed: s["takeoff_step"] for seed, s in entry["seeds"].items()}
-        print(f"{algo}: take-off steps by seed {takeoffs}; median {entry['median_takeoff_step']}; "
+        crossings = {seed: s["takeoff_step_interpolated"] for seed, s in entry["seeds"].items()}
+        print(f"{algo}: take-off steps by seed {takeoffs}, median {_steps(entry['median_takeoff_step'])}; "
+              f"interpolated {crossings}, median {_steps(entry['median_takeoff_step_interpolated'])}; "
               f"mean score by step {entry['mean_score_by_step']}")
     for name, row in result.get("comparison", {}).get("by_step", {}).items():
         print(f"{name}: " + ", ".join(f"{key} {point} [{low}, {high}]" for key, (point, low, high) in row.items()))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from dql.logs import Progress
-from experiments.parity_curves import median_takeoff, takeoff_step
+from experiments.parity_curves import compare_two, interpolated_takeoff, median_takeoff, takeoff_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,12 +20,31 @@ def test_takeoff_is_the_first_evaluation_at_the_threshold():
     assert takeoff_step([10, 20], [1.0, 2.0], 50.0) is None
 
 
+def test_interpolated_takeoff_is_where_the_line_between_evaluations_meets_the_threshold():
+    assert interpolated_takeoff([10, 20, 30, 40], [5.0, 40.0, 60.0, 80.0], 50.0) == 25.0  # halfway from 40 to 60
+    assert interpolated_takeoff([10, 20, 30], [60.0, 10.0, 70.0], 50.0) == 10  # already there at the first
+    assert interpolated_takeoff([10, 20, 30], [10.0, 70.0, 20.0], 40.0) == 15.0  # the first crossing
+    assert interpolated_takeoff([10, 20], [1.0, 2.0], 50.0) is None
+
+
 def test_median_takeoff_ranks_seeds_that_never_took_off_last():
     assert median_takeoff([30, 10, 20]) == 20
     assert median_takeoff([40, 10, 30, 20]) == 25  # even count: the two middle ones
     assert median_takeoff([None, 10, 20]) == 20  # the one that never took off is the latest
     assert median_takeoff([None, None, 20]) == "never"
     assert median_takeoff([None, 10, None, 20]) == "between the last evaluation and never"
+
+
+def test_compare_two_compares_take_off_steps_when_every_seed_took_off():
+    def algo(crossings):
+        seeds = {str(i): {"steps": [10], "scores": [50.0], "takeoff_step_interpolated": c}
+                 for i, c in enumerate(crossings)}
+        return {"seeds": seeds, "mean_score_by_step": {"10": 50.0}}
+
+    # Later take-off in 4 of the 6 pairs: 10k is earlier than both 20k, 30k and 40k later than both.
+    row = compare_two({"a": algo([10_000, 30_000, 40_000]), "b": algo([20_000, 20_000])}, reps=200)["by_step"]
+    assert row["take-off step (interpolated)"]["P(a > b)"][0] == 0.667
+    assert row["take-off step (interpolated)"]["a mean"][0] == 26_666.667
 
 
 def _run_folder(folder: Path, algo: str, seed: int, scores: list[float], transitions: int = 155_000) -> None:
@@ -59,6 +78,10 @@ def test_parity_curves_writes_takeoffs_medians_and_the_figure(tmp_path):
     assert [s["takeoff_step"] for s in ours["seeds"].values()] == [20_000, 30_000, None]
     assert ours["median_takeoff_step"] == 30_000
     assert theirs["median_takeoff_step"] == 15_000
+    # 10k + 50/60 of 10k; 20k + 40/45 of 10k; never. Theirs: already at 60 at 10k; 10k + 50/51 of 10k.
+    assert [s["takeoff_step_interpolated"] for s in ours["seeds"].values()] == [18_333, 28_889, None]
+    assert ours["median_takeoff_step_interpolated"] == 28_889
+    assert theirs["median_takeoff_step_interpolated"] == (10_000 + 19_804) / 2
     assert ours["mean_score_by_step"]["30000"] == 58.33  # (80 + 65 + 30) / 3, rounded
     assert (out / "curves.png").stat().st_size > 10_000
     # P(a run of ours beats one of theirs), ties half: at 10k 1 of 6 pairs (two ties), at 20k 1.5 of 6, at 30k 2 of
@@ -71,6 +94,7 @@ def test_parity_curves_writes_takeoffs_medians_and_the_figure(tmp_path):
     assert comparison["10000"]["dql-reference mean"][0] == 35.0
     point, low, high = comparison["area under the curve"][label]
     assert point == 0.167 and low < point < high
+    assert "take-off step (interpolated)" not in comparison  # one of ours never took off
     # A seed trained on another file under the same name (the replay re-generated on another CPU) is refused.
     _run_folder(tmp_path / "runs" / "reference" / "seed_2", "dql-reference", 2, [60, 70, 80], transitions=154_000)
     mixed = subprocess.run([sys.executable, "-m", "experiments.parity_curves", str(tmp_path / "runs"),
