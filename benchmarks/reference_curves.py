@@ -10,8 +10,9 @@ seeded as its main.py seeds them (torch and numpy with the seed); its `train()` 
 call, as main.py calls it once per evaluation. The settings are those `python -m dql.train --algo=dql` resolves
 for the dataset (its row), with --set overrides on top. Evaluation uses this project's envs and seeds (env i of
 seed s seeded s + 100 + i). Each seed writes <workdir>/seed_<s>/ with config.json (algo `dql-reference`),
-dataset.json (a resume on other data is refused, as dql.train refuses it), metrics.csv, summary.json and checkpoint.pt, the whole training state (weights, optimizers, schedulers, the torch
-and numpy generators, the evaluations). With a constant learning rate (`--set=lr_decay=False`) the reference's
+dataset.json (a resume on other data is refused, as dql.train refuses it), metrics.csv, summary.json and
+checkpoint.pt, the whole training state (weights, optimizers, schedulers, the torch and numpy generators, the
+evaluations). With a constant learning rate (`--set=lr_decay=False`) the reference's
 train() is the same in pieces, so it is also checkpointed every --save_every updates between evaluations (the
 losses of the unfinished interval included): a stopped run loses at most that many updates and continues exactly.
 """

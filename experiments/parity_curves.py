@@ -100,8 +100,9 @@ def compare_two(summary: dict, reps: int, seed: int = 0) -> dict:
     columns = {step: {algo: m[:, i:i + 1] for algo, m in matrices.items()} for i, step in enumerate(steps)}
     columns["area under the curve"] = {algo: m.mean(axis=1, keepdims=True) for algo, m in matrices.items()}
     crossings = {algo: [s["takeoff_step_interpolated"] for s in summary[algo]["seeds"].values()] for algo in matrices}
-    if all(None not in steps_ for steps_ in crossings.values()):  # here "first > second" means first took off later
-        columns["take-off step (interpolated)"] = {algo: np.array(c, np.float64)[:, None] for algo, c in crossings.items()}
+    if all(None not in seeds for seeds in crossings.values()):  # here "first > second": first took off later
+        columns["take-off step (interpolated)"] = {algo: np.array(c, np.float64)[:, None]
+                                                   for algo, c in crossings.items()}
     comparison = {}
     for name, one_task in columns.items():  # rliable's layout: [runs, 1 task]
         means = aggregate_estimates(one_task, reps, seed)
