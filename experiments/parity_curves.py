@@ -53,7 +53,8 @@ def interpolated_takeoff(steps: list[int], scores: list[float], threshold: float
 
 
 def median_takeoff(takeoffs: list[float | None]) -> float | str:
-    """Median over seeds, a seed that never took off ranking after all that did; '>last' when that is the median."""
+    """Median over seeds, a seed that never took off ranking after all that did; when such seeds are among the middle
+    ones, "never" or "between the last evaluation and never" instead of a step."""
     ranked = sorted(takeoffs, key=lambda t: (t is None, t or 0))
     middle = ranked[(len(ranked) - 1) // 2: len(ranked) // 2 + 1]
     if any(t is None for t in middle):
