@@ -29,7 +29,7 @@ from dql.agents import create_agent, select_actions
 from dql.data.behaviour import save_actor
 from dql.evaluation import rollout
 from dql.online_state import OnlineState, env_rng_state, restore_episode
-from dql.trainer import Preempted, StopSignal, TrainingDiverged, first_nonfinite
+from dql.stopping import Preempted, StopSignal, TrainingDiverged, first_nonfinite
 
 BUFFER_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 

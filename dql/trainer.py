@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,18 +20,12 @@ import numpy as np
 
 from dql import logs
 from dql.agents import AGENTS, create_agent
+from dql.agents.common import hook
 from dql.data import REWARD_TUNES, Dataset, training_arrays
 from dql.evaluation import Evaluator
 from dql.parallel import Layout, build_train_chunk, make_layout, put, seed_slice, stack_seeds, to_host
 from dql.run_folder import SeedRun, prepare_program
-
-
-class TrainingDiverged(RuntimeError):
-    """A training metric became NaN or inf; the message names the step and the last good checkpoint."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM arrived; the loop checkpointed at the end of its dispatch and stopped. The same command resumes."""
+from dql.stopping import Preempted, StopSignal, TrainingDiverged, first_nonfinite  # noqa: F401 (re-exported)
 
 
 def layout_for(config) -> Layout:
@@ -80,15 +72,6 @@ def next_boundary(step: int, config) -> int:
                next_multiple(int(config.save_every)), int(config.steps))
 
 
-def first_nonfinite(metrics: dict[str, np.ndarray]) -> tuple[int, str] | None:
-    """(index, key) of the first NaN/inf along the leading (step) axis of per-step metrics, or None."""
-    for index in range(len(next(iter(metrics.values())))):
-        for key in sorted(metrics):
-            if not np.all(np.isfinite(metrics[key][index])):
-                return index, key
-    return None
-
-
 def select_models(evaluations: list[dict], top_k: int) -> dict:
     """Final, online (best score) and offline (BC-loss rank top_k) choices among the evaluations.
 
@@ -106,37 +89,9 @@ def select_models(evaluations: list[dict], top_k: int) -> dict:
     return choice
 
 
-class StopSignal:
-    """SIGTERM (sent by Slurm, preemptible VMs and TPU maintenance) asks the loop to checkpoint at the end of the
-    current dispatch and stop; in a multi-host run the processes agree on it, so they stop at the same step."""
-
-    def __init__(self):
-        self.received = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = True
-
-    def requested(self) -> bool:
-        if jax.process_count() == 1:
-            return self.received
-        from jax.experimental import multihost_utils
-
-        return bool(np.max(multihost_utils.process_allgather(np.array([self.received]))))
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def _agent_hook(config, name: str):
-    """The agent class's own data hook `name`, or None (every algorithm but those that define it)."""
-    return getattr(AGENTS[config.algo][0], name, None)
+    """The agent class's own data hook `name` (dql.agents.common.Agent), or None where it keeps the default."""
+    return hook(AGENTS[config.algo][0], name)
 
 
 def agent_arrays(config, dataset: Dataset) -> dict[str, np.ndarray]:

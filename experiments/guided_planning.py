@@ -26,7 +26,7 @@ from absl import app, flags
 
 import dql
 from dql.data import load_dataset
-from dql.envs import env_for_dataset
+from dql.data.evaluation_envs import env_for_dataset
 from experiments.runs import evaluate_agent, find_runs
 
 flags.DEFINE_string("out", "experiments/results/guided-hopper", "Folder for results.json and table.md.")

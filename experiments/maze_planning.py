@@ -26,7 +26,8 @@ from absl import app, flags
 
 import dql
 from dql.data import load_dataset, maze
-from dql.envs import env_for_dataset, make_vector_env
+from dql.data.evaluation_envs import env_for_dataset
+from dql.envs import flatten_maze_observation, make_vector_env
 from experiments.runs import evaluate_agent, find_runs, load_run
 
 flags.DEFINE_string("out", "experiments/results/maze-umaze", "Folder for results.json, table.md and plans.png.")
@@ -104,11 +105,11 @@ def bc_path(policy, env_id: str, start_cell, goal_cell, steps: int) -> np.ndarra
     try:
         observation, _ = env.reset(seed=0, options={"reset_cell": np.array(start_cell),
                                                    "goal_cell": np.array(goal_cell)})
-        state = maze.flatten_maze_observation(observation)
+        state = flatten_maze_observation(observation)
         path = [state[:2]]
         for _ in range(steps):
             observation, *_ = env.step(policy(state[None].astype(np.float32), seed=0)[0])
-            state = maze.flatten_maze_observation(observation)
+            state = flatten_maze_observation(observation)
             path.append(state[:2])
     finally:
         env.close()

@@ -164,7 +164,7 @@ def test_the_point_maze_row_through_the_loop_plans_once_restores_and_resumes_exa
     from dql.checkpoint import Checkpoints
     from dql.configs import resolve
     from dql.data import load_dataset
-    from dql.envs import env_for_dataset
+    from dql.data.evaluation_envs import env_for_dataset
     from dql.logs import read_csv
     from dql.trainer import train
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dql.data import DatasetError, gym_datasets, load_dataset, maze, scores
+from dql.envs import flatten_maze_observation
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -170,7 +171,8 @@ def test_a_cached_file_of_another_generator_version_is_regenerated(cache, monkey
 
 
 def test_evaluation_env_sees_the_datas_flat_observations(cache):
-    from dql.envs import check_env_matches, env_for_dataset, make_vector_env
+    from dql.data.evaluation_envs import check_env_matches, env_for_dataset
+    from dql.envs import make_vector_env
     from dql.evaluation import rollout
 
     dataset = load_dataset(f"gym:{UMAZE}/waypoint/300")
@@ -181,7 +183,7 @@ def test_evaluation_env_sees_the_datas_flat_observations(cache):
     try:
         observations, _ = envs.reset(seed=[7, 8])
         assert observations.shape == (2, 6)
-        np.testing.assert_array_equal(observations[0], maze.flatten_maze_observation(raw.reset(seed=7)[0]))
+        np.testing.assert_array_equal(observations[0], flatten_maze_observation(raw.reset(seed=7)[0]))
         # The single task's goal: D4RL's cell (1, 1), at x = -1, y = 1 in the UMaze, with the env's +-0.25 noise.
         assert np.all(np.abs(observations[:, 4:] - [-1.0, 1.0]) <= 0.25)
     finally:
@@ -208,7 +210,8 @@ def test_minari_pointmaze_reads_as_the_flat_vectors_the_env_is_evaluated_in(tmp_
     import minari
 
     from dql.configs import resolve
-    from dql.envs import check_env_matches, env_for_dataset, register_robotics
+    from dql.data.evaluation_envs import check_env_matches, env_for_dataset
+    from dql.envs import register_robotics
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
@@ -234,7 +237,7 @@ def test_minari_pointmaze_reads_as_the_flat_vectors_the_env_is_evaluated_in(tmp_
     for t in (0, 24):
         np.testing.assert_allclose(dataset.observations[t, :4], first[t]["observation"], rtol=1e-6)
         np.testing.assert_allclose(dataset.observations[t, 4:], first[t]["desired_goal"], rtol=1e-6)
-        np.testing.assert_allclose(dataset.next_observations[t], maze.flatten_maze_observation(first[t + 1]),
+        np.testing.assert_allclose(dataset.next_observations[t], flatten_maze_observation(first[t + 1]),
                                    rtol=1e-6)
     env_id, env_kwargs = env_for_dataset(dataset, None)
     assert env_id == UMAZE and check_env_matches(dataset, env_id, env_kwargs).tolist() == [1.0, 1.0]

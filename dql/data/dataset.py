@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dql.data import scores
+from dql.errors import DatasetError
 
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "dones")
 REWARD_TUNES = ("no", "normalize", "cql_antmaze", "iql_antmaze", "iql_locomotion", "minmax")
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used: the message names the source, the key and what was expected."""
 
 
 @dataclasses.dataclass
@@ -66,6 +65,17 @@ class Dataset:
             arrays["next_actions"] = self.next_actions
         return arrays
 
+    @functools.cached_property
+    def content_sha256(self) -> str:
+        """sha256 of the transitions (every array as float32 bytes, with its name and shape): two files give the
+        same digest exactly when they hold the same data, whatever else their attributes record."""
+        digest = hashlib.sha256()
+        for key, value in self.arrays().items():
+            value = np.ascontiguousarray(value, dtype=np.float32)
+            digest.update(f"{key}{value.shape}".encode())
+            digest.update(value.tobytes())
+        return digest.hexdigest()
+
     def normalized_score(self, returns) -> np.ndarray | None:
         if self.ref_min_score is None or self.ref_max_score is None:
             return None
@@ -84,6 +94,7 @@ class Dataset:
             "average_return": average,
             "average_normalized_score": None if normalized is None else float(normalized),
             "env_id": self.env_id,
+            "content_sha256": self.content_sha256,
         }
 
 

@@ -18,7 +18,7 @@ Differences from D4RL's generation (each for a reason):
   (0.1), so the centre could be 0.35 away from it.
 - intermediate waypoints are jittered symmetrically (uniform in +-WAYPOINT_JITTER / 2 per axis) where D4RL
   subtracted uniform(0, 0.2) from both coordinates, a bias toward one corner.
-- observations are flattened for every algorithm: [x, y, vx, vy, goal_x, goal_y] (`flatten_maze_observation`,
+- observations are flattened for every algorithm: [x, y, vx, vy, goal_x, goal_y] (`dql.envs.flatten_maze_observation`,
   used by the evaluation env too), so a goal-conditioned policy can reach any goal; D4RL stored [x, y, vx, vy].
 
 The normalized score is D4RL's maze2d one: 0 = uniform random actions, 100 = the (noise-free) controller, both
@@ -35,6 +35,8 @@ import sys
 import time
 
 import numpy as np
+
+from dql.envs import flatten_maze_observation, register_robotics
 
 ENVS = ("PointMaze_UMaze-v3", "PointMaze_Medium-v3", "PointMaze_Large-v3")
 # level -> evaluation: "single" at D4RL's fixed goal cell, "multi" at the env's random goals
@@ -195,17 +197,9 @@ class WaypointController:
         return np.clip(action, -self.action_high, self.action_high)
 
 
-def flatten_maze_observation(observation: dict) -> np.ndarray:
-    """A point maze's dict observation as one vector: [x, y, vx, vy, goal_x, goal_y] (observation, desired_goal)."""
-    return np.concatenate([np.asarray(observation["observation"], np.float64).reshape(4),
-                           np.asarray(observation["desired_goal"], np.float64).reshape(2)])
-
-
 def make_maze_env(env_id: str, **kwargs):
     """A point maze env (gymnasium-robotics, optional: a one-line install hint when it is missing)."""
     import gymnasium as gym
-
-    from dql.envs import register_robotics
 
     if env_id not in ENVS:
         raise ValueError(f"{env_id!r} is not one of the point mazes {', '.join(ENVS)}")
