@@ -34,7 +34,6 @@ from dql.configs import resolve
 from dql.data import load_dataset
 from dql.evaluation import rollout
 from dql.logs import MetricsCSV, plot_learning_curve
-from dql.policy_training import replay_sac
 from dql.run_folder import check_same_data, jsonable, write_json
 
 flags.DEFINE_string("repo", None, "Path to a checkout of Zhendong-Wang/Diffusion-Policies-for-Offline-RL.")
@@ -179,7 +178,7 @@ def main(argv):
                  f"--eval_every={FLAGS.eval_every} updates, while lr_decay_every={config.lr_decay_every}: pass "
                  "--set=lr_decay=False or --set=lr_decay_every=<eval_every>")
     reference.check_comparable(config)
-    dataset = load_dataset(FLAGS.dataset, replay=replay_sac)
+    dataset = load_dataset(FLAGS.dataset)
     if dataset.env_id is None:
         sys.exit(f"error: --dataset={FLAGS.dataset} names no environment to evaluate in")
     for seed in (int(s) for s in FLAGS.seeds):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from dql import reproducible
 from dql.data import gym_datasets
 from dql.data.dataset import DatasetError
 from dql.policy_training import replay_sac, train_policies
@@ -38,6 +39,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    reproducible.enter()  # the same bits on every x86 CPU: before the first JAX computation
     try:
         if FLAGS.train_policies:
             if not FLAGS.env:

@@ -62,7 +62,7 @@ def train_policies(env_id: str, sac_steps: int, seed: int, from_run: str | None,
     for level, path in (("medium", medium_file), ("expert", expert_file)):
         policy = BehaviourPolicy(path)
         measured[level] = measure_return(env_id, lambda o, t: policy(o, jax.random.fold_in(key, t)), episodes, seed)
-    out_dir = gym_datasets.POLICY_DIR / env_id
+    out_dir = gym_datasets.policy_dir() / env_id
     out_dir.mkdir(parents=True, exist_ok=True)
     for level, path in (("medium", medium_file), ("expert", expert_file)):
         params, meta = load_actor(path)
@@ -101,8 +101,8 @@ def replay_sac(env_id: str, level: str) -> tuple[dict, dict]:
                      zip(jax.tree_util.tree_leaves(shipped_params), jax.tree_util.tree_leaves(agent.actor.params)))
     if difference > 1e-4:
         print(f"  warning: the re-run's actor differs from the shipped {level} policy by up to {difference:.3g} "
-              "(another JAX/XLA version, device, or a CPU with other vector instructions than the run's: AVX2 against "
-              "AVX-512); the buffer is a replay of an equivalent, not identical, run",
+              "(another JAX/XLA or MuJoCo version, a device, or a run made outside dql.reproducible's settings); "
+              "the buffer is a replay of an equivalent, not identical, run",
               file=sys.stderr)
     arrays = buffer.contents()
     if not arrays["terminals"][-1]:

@@ -40,9 +40,11 @@ def seed_config(config, seed: int):
 # How a run is laid out and logged rather than what it computes: a resume may change them. (The device split of a
 # seed's batch does change the result; the checkpoint records it and the trainer checks it.)
 RUNTIME_KEYS = ("num_devices", "parallel", "steps_per_dispatch", "tensorboard", "wandb", "wandb_project", "wandb_mode")
-# What identifies the data a run trained on. A generated file's spec can give other data on another CPU (the replay
-# tiers re-run SAC), and a D4RL name other data after a re-download, so the name alone does not; the path may move.
-DATA_IDENTITY_KEYS = ("name", "transitions", "episodes", "observation_dim", "action_dim", "average_return")
+# What identifies the data a run trained on. A generated file's spec gave other data on another CPU before generation
+# was made CPU-independent, and a D4RL name can give other data after a re-download, so the name alone does not; the
+# path may move. Run folders written before content_sha256 existed are compared on the other keys.
+DATA_IDENTITY_KEYS = ("name", "transitions", "episodes", "observation_dim", "action_dim", "average_return",
+                      "content_sha256")
 
 
 def holds_run_of(workdir: Path, config) -> bool:

@@ -3,6 +3,8 @@
 import http.server
 import json
 import platform
+import subprocess
+import sys
 import threading
 import warnings
 
@@ -10,9 +12,10 @@ import h5py
 import numpy as np
 import pytest
 
+from dql import reproducible
 from dql.data import DatasetError, d4rl, gym_datasets, load_dataset
 from dql.data.behaviour import load_actor, save_actor
-from dql.policy_training import pick_policies, replay_sac
+from dql.policy_training import pick_policies
 from tests.helpers import write_d4rl_file
 
 
@@ -117,18 +120,17 @@ def _check_d4rl_layout(path, transitions, env_id):
 
 @pytest.fixture
 def tiny_policies(tmp_path, monkeypatch):
-    """Hopper-v5 medium/expert files from a tiny real SAC run (two snapshots), in a temporary policy folder."""
-    from dql.configs.sac import get_config
-
-    from dql.online import train_online
-
-    monkeypatch.setattr(gym_datasets, "POLICY_DIR", tmp_path / "policies")
+    """Hopper-v5 medium/expert files from a tiny real SAC run (two snapshots) in a temporary policy folder, trained
+    as the shipped ones were: `dql.train --algo=sac` in a process with dql.reproducible's settings, the settings
+    its replays run in."""
+    monkeypatch.setenv("DQL_POLICY_DIR", str(tmp_path / "policies"))
     monkeypatch.setenv("DQL_DATASET_DIR", str(tmp_path / "cache"))
-    config = get_config()
-    config.update(dict(steps=200, start_steps=100, update_after=100, update_every=50, eval_every=100,
-                       eval_episodes=1, hidden_dims=(16, 16), batch_size=32, seed=3))
     run = tmp_path / "sac"
-    train_online(config, "Hopper-v5", run, verbose=False)
+    command = [sys.executable, "-m", "dql.train", "--algo=sac", "--env=Hopper-v5", "--seed=3", f"--workdir={run}",
+               "--steps=200", "--eval_every=100", "--eval_episodes=1", "--batch_size=32", "--config.start_steps=100",
+               "--config.update_after=100", "--config.update_every=50", "--config.hidden_dims=16,16"]
+    result = subprocess.run(command, env=reproducible.subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "policies" / "Hopper-v5"
     for level, step in (("medium", 100), ("expert", 200)):
         params, meta = load_actor(run / "policies" / f"step_{step:08d}.npz")
@@ -144,8 +146,8 @@ def test_generated_tiers_have_d4rl_layout_and_are_reproducible(tiny_policies, tm
     assert first.read_bytes() == again.read_bytes()  # the identical file
     assert np.abs(arrays["actions"]).max() <= 1.0 and arrays["actions"].std() > 0.5  # uniform on [-1, 1]
     assert (attrs["ref_min_score"], attrs["ref_max_score"]) == (10.0, 110.0)
-    # The CPU that made the file, since a replay tier re-run is bit-exact only on one like it.
-    assert json.loads(attrs["versions"])["cpu"].startswith(platform.machine())
+    # The CPU that made the file, and whether it was made with dql.reproducible's settings (here, in-process: not).
+    assert json.loads(attrs["versions"])["cpu"].startswith(platform.machine()) and not attrs["cpu_independent"]
 
     # medium-expert is the medium tier then the expert tier (seeded seed and seed + 1000), row for row.
     both, _ = _check_d4rl_layout(
@@ -156,23 +158,23 @@ def test_generated_tiers_have_d4rl_layout_and_are_reproducible(tiny_policies, tm
         gym_datasets.generate("Hopper-v5", "expert", 100, seed=1000, path=tmp_path / "e.hdf5"), 100, "Hopper-v5")
     for key in both:
         np.testing.assert_array_equal(both[key], np.concatenate([medium[key], expert[key]]))
-    dataset = load_dataset("gym:Hopper-v5/random/300")
+    dataset = load_dataset("gym:Hopper-v5/random/300")  # generated in a child process with the settings
     assert dataset.name == "gym:Hopper-v5/random/300" and dataset.env_id == "Hopper-v5"
-    assert dataset.ref_max_score == 110.0
+    assert dataset.ref_max_score == 110.0  # the child read the policy folder of $DQL_POLICY_DIR
+    with h5py.File(gym_datasets.dataset_path("Hopper-v5", "random", 300, 0), "r") as f:
+        assert f.attrs["cpu_independent"]
 
 
 def test_replay_tiers_rerun_the_seeded_sac_up_to_the_shipped_policies(tiny_policies):
-    # The data layer does not run SAC itself; it says who does, and takes the re-run from above.
-    with pytest.raises(DatasetError, match="python -m dql.collect --dataset=gym:Hopper-v5/medium-replay"):
-        load_dataset("gym:Hopper-v5/medium-replay")
-    dataset = load_dataset("gym:Hopper-v5/medium-replay", replay=replay_sac)
+    # The data layer does not run SAC itself: `python -m dql.collect` does, in a child process.
+    dataset = load_dataset("gym:Hopper-v5/medium-replay")
     path = gym_datasets.dataset_path("Hopper-v5", "medium-replay", 0, 0)
     arrays, attrs = _check_d4rl_layout(path, 100, "Hopper-v5")
     assert attrs["replay_max_param_difference_to_shipped_medium"] == 0.0  # the same run, bit for bit
     assert len(dataset) == 100 - int(arrays["timeouts"].sum())
 
     # full-replay runs the same SAC on to the expert's step: the medium-replay rows are its beginning.
-    load_dataset("gym:Hopper-v5/full-replay", replay=replay_sac)
+    load_dataset("gym:Hopper-v5/full-replay")
     full, full_attrs = _check_d4rl_layout(gym_datasets.dataset_path("Hopper-v5", "full-replay", 0, 0), 200,
                                           "Hopper-v5")
     assert full_attrs["replay_max_param_difference_to_shipped_expert"] == 0.0
@@ -201,7 +203,7 @@ def test_policy_selection_picks_best_as_expert_and_first_third_as_medium(tmp_pat
 
 
 def test_missing_policies_name_the_command_that_trains_them(monkeypatch, tmp_path):
-    monkeypatch.setattr(gym_datasets, "POLICY_DIR", tmp_path)
+    monkeypatch.setenv("DQL_POLICY_DIR", str(tmp_path))
     monkeypatch.setenv("DQL_DATASET_DIR", str(tmp_path / "cache"))
     with pytest.raises(DatasetError, match="--train_policies --env=Walker2d-v5"):
         load_dataset("gym:Walker2d-v5/expert")
@@ -282,7 +284,8 @@ def test_a_d4rl_name_without_an_environment_fails_before_downloading(tmp_path, m
 
 
 def test_d4rl_names_are_evaluated_in_the_d4rl_era_envs_generated_tiers_in_v5_and_env_wins(tmp_path, monkeypatch):
-    from dql.envs import env_for_d4rl_name, env_for_dataset, make_env
+    from dql.data.evaluation_envs import env_for_d4rl_name, env_for_dataset
+    from dql.envs import make_env
 
     assert [env_for_d4rl_name(f"{domain}-medium-v2") for domain in ("hopper", "halfcheetah", "walker2d")] == [
         ("Hopper-v4", {}), ("HalfCheetah-v4", {}), ("Walker2d-v4", {})]
@@ -315,7 +318,8 @@ def test_d4rl_names_are_evaluated_in_the_d4rl_era_envs_generated_tiers_in_v5_and
 def test_robotics_envs_say_how_to_install_gymnasium_robotics(monkeypatch):
     import sys
 
-    from dql.envs import env_for_d4rl_name, make_vector_env
+    from dql.data.evaluation_envs import env_for_d4rl_name
+    from dql.envs import make_vector_env
 
     assert env_for_d4rl_name("pen-human-v1") == ("AdroitHandPen-v1", {})
     monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # as if not installed

@@ -18,16 +18,26 @@ BUILTIN_DATASETS = {builtin.NAME: builtin.load}
 MINARI_PREFIX = "minari:"
 
 
-def load_dataset(spec: str, replay: gym_datasets.ReplayFn | None = None) -> Dataset:
-    """One `--dataset` for every source: a built-in name, gym:<EnvId>/<level> (generated on first use),
-    minari:<dataset_id>, a D4RL name (cached or downloaded) or a path to a D4RL-format file.
+def is_dataset_name(spec: str) -> bool:
+    """Whether `spec` names a dataset of a known source (without reading or generating it)."""
+    if spec in BUILTIN_DATASETS or spec.startswith(MINARI_PREFIX) or d4rl.is_d4rl_name(spec):
+        return True
+    if spec.startswith(gym_datasets.PREFIX):
+        try:
+            gym_datasets.parse_spec(spec)
+        except DatasetError:
+            return False
+        return True
+    return False
 
-    `replay` re-runs SAC for a generated replay tier, medium-replay or full-replay (the training loop lives above
-    this layer; the command line passes `dql.policy_training.replay_sac`)."""
+
+def load_dataset(spec: str) -> Dataset:
+    """One `--dataset` for every source: a built-in name, gym:<EnvId>/<level> (generated on first use),
+    minari:<dataset_id>, a D4RL name (cached or downloaded) or a path to a D4RL-format file."""
     if spec in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[spec]()
     if spec.startswith(gym_datasets.PREFIX):
-        return gym_datasets.load(spec, replay=replay)
+        return gym_datasets.load(spec)
     if spec.startswith(MINARI_PREFIX):
         from dql.data import minari_source
 
@@ -48,6 +58,7 @@ __all__ = [
     "REWARD_TUNES",
     "Dataset",
     "DatasetError",
+    "is_dataset_name",
     "load_dataset",
     "sample_batch",
     "training_arrays",
