@@ -9,6 +9,7 @@ import numpy as np
 from absl import flags
 
 from dql.agents import AGENTS
+from dql.agents.common import hook
 from dql.configs import resolve
 from dql.data import Dataset
 
@@ -53,7 +54,7 @@ def benchmark_arrays(algo: str, config, num_rows: int, obs_dim: int, act_dim: in
     """What the loop samples minibatches from for `algo`: random transitions, or for an agent with its own layout
     (Diffuser's trajectory windows) that layout of random episodes of 1,000 rows."""
     arrays = random_transitions(num_rows, obs_dim, act_dim)
-    layout = getattr(AGENTS[algo][0], "training_arrays", None)
+    layout = hook(AGENTS[algo][0], "training_arrays")
     if layout is None:
         return arrays
     dones = np.zeros(num_rows, np.float32)

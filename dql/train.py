@@ -14,19 +14,15 @@ import time
 from pathlib import Path
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from dql import configs, logs, run_folder
 from dql.agents import hyperparams
-from dql.policy_training import replay_sac
-from dql.data import DatasetError, load_dataset, tune_rewards
+from dql.data import DatasetError, is_dataset_name, load_dataset, tune_rewards
 from dql.data.d4rl import is_d4rl_name
-from dql.envs import check_env_matches, env_for_d4rl_name, env_for_dataset
+from dql.data.evaluation_envs import check_env_matches, env_for_d4rl_name, env_for_dataset
 from dql.trainer import Preempted, TrainingDiverged, check_loop_config, layout_for, train
 
 DEFAULT_DATASET = "pendulum-mixed-v0"
-# Top-level flags that are shorthands for config fields; when given they override the per-dataset defaults.
-LOOP_FLAGS = ("steps", "batch_size", "eval_every", "eval_episodes", "save_every", "num_seeds")
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process ended by it: not finished, resumable
 
 flags.DEFINE_string("algo", "dql", f"Algorithm to train, one of {', '.join(configs.ALGOS)}; its config "
@@ -35,14 +31,13 @@ flags.DEFINE_string("dataset", DEFAULT_DATASET, "Built-in dataset name, D4RL nam
                     "path to a D4RL-format .hdf5.")
 flags.DEFINE_string("env", None, "Gymnasium env id to evaluate in, when it cannot be inferred from the dataset.")
 flags.DEFINE_string("workdir", None, "Run folder (default: a new folder under ./runs/). An existing one resumes.")
+flags.DEFINE_string("config", None, "Config file with get_config() (default: dql/configs/<algo>.py, the --algo's); "
+                    "override any value with --config.KEY=VALUE.")
 flags.DEFINE_integer("seed", 0, "Random seed of the agent, the minibatches and the evaluation.")
-flags.DEFINE_integer("num_seeds", None, "Train seeds seed .. seed+N-1 in one compiled program, each in its own "
-                     "run folder <workdir>/seed_<n>/.")
-flags.DEFINE_integer("steps", None, "Gradient steps (default: the config's, per dataset).")
-flags.DEFINE_integer("batch_size", None, "Global minibatch size, split over devices.")
-flags.DEFINE_integer("eval_every", None, "Evaluate every N steps.")
-flags.DEFINE_integer("eval_episodes", None, "Episodes per evaluation; 0 trains without an environment.")
-flags.DEFINE_integer("save_every", None, "Checkpoint every N steps.")
+# Top-level shorthands for config fields (one list, shared with launch.sweep); when given they override the
+# dataset's row.
+for _name, (_type, _help) in configs.LOOP_FLAGS.items():
+    (flags.DEFINE_integer if _type is int else flags.DEFINE_string)(_name, None, _help)
 flags.DEFINE_bool("multihost", False, "Join a multi-process run with jax.distributed.initialize() (auto-detected on "
                   "TPU VMs and Slurm) and train data-parallel over all processes' devices.")
 flags.DEFINE_string("coordinator", None, "With --multihost: HOST:PORT of process 0, where it cannot be detected.")
@@ -51,18 +46,22 @@ flags.DEFINE_integer("process_id", None, "With --multihost: this process's index
 FLAGS = flags.FLAGS
 
 
-def _config_file_arg(argv: list[str]) -> str | None:
-    """The value of --config=FILE / --config FILE in argv (not the --config.KEY overrides)."""
-    for index, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and index + 1 < len(argv):
-            return argv[index + 1]
-    return None
+def split_config_args(argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
+    """(argv without --config=FILE and the --config.KEY=VALUE overrides, the file, the overrides as text).
 
-
-def _override_names(argv: list[str]) -> list[str]:
-    return [arg[len("--config."):].split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+    absl parses the rest; the overrides are read once, as the types of the fields they set, by
+    dql.configs.resolve, after the algorithm (and so its keys) is known."""
+    rest, config_file, overrides = [], None, {}
+    args = iter(argv)
+    for arg in args:
+        if arg == "--config" or arg.startswith("--config="):
+            config_file = arg.split("=", 1)[1] if "=" in arg else next(args, None)
+        elif arg.startswith("--config."):
+            key, has_value, value = arg[len("--config."):].partition("=")
+            overrides[key] = value if has_value else next(args, "")
+        else:
+            rest.append(arg)
+    return rest, config_file, overrides
 
 
 def load_config_file(path: str):
@@ -78,38 +77,19 @@ def load_config_file(path: str):
     return module.get_config(arg) if arg else module.get_config()
 
 
-def define_config_flag(argv: list[str]) -> None:
-    """Define --config with the file of --algo as its default, after checking every --config.KEY against the base.
-
-    The default depends on another flag, so it is defined once --algo is known; a misspelt key then gets a one-line
-    error listing the algorithm's keys instead of ml_collections' traceback.
-    """
-    FLAGS(argv, known_only=True)
+def resolve_config(config_file: str | None, overrides: dict[str, str]):
+    """The run's config, resolved once: the algorithm's base (or --config=FILE) < the dataset's row (or --row's) <
+    the top-level flags < --config.KEY=VALUE (dql.configs.resolve, which checks every key)."""
     algo = FLAGS.algo
-    configs.algo_module(algo)
-    given = _config_file_arg(argv)
-    base = load_config_file(given) if given else configs.get_config(algo)
-    if given and base.get("algo", algo) != algo:
+    base = load_config_file(config_file) if config_file else None
+    if base is not None and base.get("algo", algo) != algo:
         if FLAGS["algo"].present:
-            raise ValueError(f"--config={given} is a config of algo {base.algo!r}, but --algo={algo}")
+            raise ValueError(f"--config={config_file} is a config of algo {base.algo!r}, but --algo={algo}")
         algo = base.algo
-    for name in _override_names(argv):
-        configs.check_key(base, name, algo)
-    FLAGS.unparse_flags()
-    config_flags.DEFINE_config_file("config", str(configs.config_file(algo)),
-                                    "Config file with get_config() (default: that of --algo); override any value "
-                                    "with --config.KEY=VALUE.", lock_config=True)
-    if algo != FLAGS["algo"].default:
-        FLAGS.set_default("algo", algo)
-
-
-def resolve_config(algo: str, dataset: str, env: str | None, seed: int, base, config_given: bool,
-                   user_overrides: dict, loop_flags: dict):
-    """Base config < the dataset's row < top-level flags < --config.* overrides."""
     online = bool(configs.get_config(algo).get("online", False))  # online runs read no dataset
-    config = configs.resolve(algo, None if online else dataset, base if config_given else None, loop_flags,
-                             user_overrides)
-    config.algo, config.dataset, config.env, config.seed = algo, None if online else dataset, env, seed
+    loop_flags = {name: FLAGS[name].value for name in configs.LOOP_FLAGS if FLAGS[name].present}
+    config = configs.resolve(algo, None if online else FLAGS.dataset, base, loop_flags, overrides)
+    config.algo, config.dataset, config.env, config.seed = algo, None if online else FLAGS.dataset, FLAGS.env, FLAGS.seed
     return config
 
 
@@ -132,14 +112,12 @@ def main(argv):
     if FLAGS.multihost:
         init_distributed()
     try:
-        config = resolve_config(
-            FLAGS.algo, FLAGS.dataset, FLAGS.env, FLAGS.seed, FLAGS.config, FLAGS["config"].present,
-            config_flags.get_override_values(FLAGS["config"]),
-            {name: FLAGS[name].value for name in LOOP_FLAGS if FLAGS[name].present},
-        )
+        config = resolve_config(*_CONFIG_ARGS)
         if config.get("online", False):
             return _train_online(config)
         check_loop_config(config)
+        if config.row is not None and not is_dataset_name(config.row):
+            raise ValueError(f"--row={config.row!r} names no dataset (expected e.g. hopper-medium-replay-v2)")
         layout_for(config)  # devices, seeds and batch fit together
         hyperparams(config.algo, config, [1.0])  # before a download or a dataset generation, not after it
         if FLAGS.multihost and not FLAGS.workdir:
@@ -178,7 +156,7 @@ def _load_data(config):
     evaluate = config.eval_episodes > 0
     if is_d4rl_name(FLAGS.dataset) and evaluate and not FLAGS.env:
         env_for_d4rl_name(FLAGS.dataset)  # before a download, not after it
-    dataset = load_dataset(FLAGS.dataset, replay=replay_sac)
+    dataset = load_dataset(FLAGS.dataset)
     env = env_for_dataset(dataset, FLAGS.env) if evaluate else None
     if evaluate:
         if env is None:
@@ -219,13 +197,14 @@ def _train_online(config) -> None:
         sys.exit(f"error: {error}")
 
 
+_CONFIG_ARGS: tuple = (None, {})  # (--config file, --config.KEY overrides), taken from argv by run()
+
+
 def run(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv if argv is None else argv)
-    try:
-        define_config_flag(argv)
-    except (ValueError, flags.Error) as error:
-        sys.exit(f"error: {error}")
-    app.run(main, argv)
+    global _CONFIG_ARGS
+    rest, config_file, overrides = split_config_args(list(sys.argv if argv is None else argv))
+    _CONFIG_ARGS = (config_file, overrides)
+    app.run(main, rest)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from launch import running
 from launch import sweep as sweeps
 
 flags.DEFINE_integer("parallel", None, "Runs at a time (default: one per GPU, 1 on a TPU VM, else cores // 2).")
+flags.DEFINE_bool("pin_cores", False, "On a CPU, give each of the --parallel slots its own share of the cores "
+                  "(e.g. one core each for --parallel=2 on 2 cores), so that runs do not slow each other down by "
+                  "migrating between cores.")
 FLAGS = flags.FLAGS
 
 POLL_S = 1.0
@@ -93,6 +96,20 @@ def slot_envs(devices: Devices, parallel: int) -> list[dict]:
     return envs
 
 
+def slot_cores(parallel: int) -> list[list[int]]:
+    """The cores of each slot: this process's cores split into `parallel` contiguous shares, none empty."""
+    cores = sorted(os.sched_getaffinity(0))
+    if parallel > len(cores):
+        raise ValueError(f"--pin_cores with --parallel={parallel}: only {len(cores)} core(s) to share")
+    share, extra = divmod(len(cores), parallel)
+    out, start = [], 0
+    for slot in range(parallel):
+        size = share + (slot < extra)
+        out.append(cores[start:start + size])
+        start += size
+    return out
+
+
 @dataclasses.dataclass
 class Active:
     run: sweeps.Run
@@ -105,8 +122,9 @@ class LocalQueue:
     """Runs the pending runs on `len(slot_envs)` slots and keeps ROOT/sweep.json and the progress line current."""
 
     def __init__(self, sweep: sweeps.Sweep, runs: list[sweeps.Run], root: Path, group_seeds: bool,
-                 envs: list[dict]):
+                 envs: list[dict], cores: list[list[int]] | None = None):
         self.sweep, self.runs, self.root, self.group_seeds, self.envs = sweep, runs, root, group_seeds, envs
+        self.cores = cores
         self.status = {run.name: {"status": "finished earlier"} for run in runs if run.finished(root)}
         self.queue = [run for run in runs if run.name not in self.status]
         for run in self.queue:
@@ -144,7 +162,8 @@ class LocalQueue:
             if slot in busy or not self.queue or self.stop_signal is not None:
                 continue
             run = self.queue.pop(0)
-            process = running.start_run(run, self.root, self.envs[slot])
+            process = running.start_run(run, self.root, self.envs[slot],
+                                        cores=self.cores[slot] if self.cores else None)
             self.active.append(Active(run, process, slot, time.time()))
             self.status[run.name] = {"status": "running", "pid": process.pid, **self._device(slot)}
             self._write()
@@ -282,13 +301,21 @@ def main(argv):
     except sweeps.SweepError as error:
         sys.exit(f"error: {error}")
     parallel = FLAGS.parallel or default_parallel(devices)
+    cores = None
+    if FLAGS.pin_cores:
+        if devices.kind != "cpu":
+            sys.exit("error: --pin_cores is for runs on the CPU; this machine has " + devices.kind.upper() + "s")
+        try:
+            cores = slot_cores(parallel)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
     print_plan(runs, root, group_seeds, parallel, devices)
     if FLAGS.dry_run:
         for run in runs:
             state = "finished" if run.finished(root) else "to run"
             print(f"{run.name} [{state}]\n  {shlex.join(run.command(root))}")
         return 0
-    queue = LocalQueue(sweep, runs, root, group_seeds, slot_envs(devices, parallel))
+    queue = LocalQueue(sweep, runs, root, group_seeds, slot_envs(devices, parallel), cores)
     queue.run()
     failed = print_summary(queue)
     if queue.stop_signal is not None:

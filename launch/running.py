@@ -46,8 +46,10 @@ def resolve_group_seeds(choice: str, has_accelerator: bool) -> bool:
     return has_accelerator if choice == "auto" else choice == "true"
 
 
-def start_run(run: Run, root: Path, env: dict | None = None, ignore_signals: tuple = ()) -> subprocess.Popen:
-    """Start the run's command with its output appended to ROOT/logs/NAME.log (a resumed run continues it).
+def start_run(run: Run, root: Path, env: dict | None = None, ignore_signals: tuple = (),
+              cores: list[int] | None = None) -> subprocess.Popen:
+    """Start the run's command with its output appended to ROOT/logs/NAME.log (a resumed run continues it), on
+    `cores` only when given.
 
     The child gets a session of its own so that a Ctrl-C in the terminal reaches only the launcher, which then
     stops its runs with SIGTERM (the trainer checkpoints on SIGTERM, not on a KeyboardInterrupt).
@@ -61,7 +63,12 @@ def start_run(run: Run, root: Path, env: dict | None = None, ignore_signals: tup
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # Slurm signals every process of a job step; the submitit job stops the trainer itself (SIGTERM), so the
         # trainer must not die of the signal (USR2) that warns of the time limit. Ignored signals survive exec.
-        preexec = (lambda: [signal.signal(sig, signal.SIG_IGN) for sig in ignore_signals]) if ignore_signals else None
+        def preexec():
+            for sig in ignore_signals:
+                signal.signal(sig, signal.SIG_IGN)
+            if cores:
+                os.sched_setaffinity(0, cores)
+
         return subprocess.Popen([sys.executable, *argv[1:]], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=child_env, start_new_session=True,
                                 preexec_fn=preexec)

@@ -29,8 +29,9 @@ from pathlib import Path
 from dql import configs as dql_configs
 from dql.logs import file_safe
 
-# dql.train's top-level flags a sweep may set, in the order they appear on a command line.
-TRAIN_FLAG_TYPES = {"steps": int, "eval_every": int, "save_every": int, "eval_episodes": int, "batch_size": int,
+# dql.train's top-level flags a sweep may set, in the order they appear on a command line: the config shorthands
+# (num_seeds is the launcher's, from the seed grouping) and the evaluation env.
+TRAIN_FLAG_TYPES = {**{name: kind for name, (kind, _) in dql_configs.LOOP_FLAGS.items() if name != "num_seeds"},
                     "env": str}
 SWEEP_KEYS = ("ALGOS", "DATASETS", "SEEDS", "TRAIN_FLAGS", "CONFIG", "AXES", "PER_ALGO")
 PER_ALGO_KEYS = ("config", "axes")

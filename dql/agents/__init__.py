@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import jax
 
-from dql.agents.bc import BCAgent, BCHyperparams
-from dql.agents.cql import CQLAgent, CQLHyperparams
-from dql.agents.diffuser import DiffuserAgent, DiffuserHyperparams
-from dql.agents.diffusion_bc import DiffusionBCAgent, DiffusionBCHyperparams
-from dql.agents.dql import DQLAgent, DQLHyperparams
-from dql.agents.edp import EDPAgent, EDPHyperparams
-from dql.agents.fql import FQLAgent, FQLHyperparams
-from dql.agents.idql import IDQLAgent, IDQLHyperparams
-from dql.agents.iql import IQLAgent, IQLHyperparams
-from dql.agents.rebrac import ReBRACAgent, ReBRACHyperparams
-from dql.agents.sac import SACAgent, SACHyperparams
-from dql.agents.td3bc import TD3BCAgent, TD3BCHyperparams
+from dql.agents.common import Agent, Hyperparams, hook
+from dql.configs import ALGOS
 
-AGENTS = {
-    "dql": (DQLAgent, DQLHyperparams),
-    "bc": (BCAgent, BCHyperparams),
-    "diffusion_bc": (DiffusionBCAgent, DiffusionBCHyperparams),
-    "td3bc": (TD3BCAgent, TD3BCHyperparams),
-    "iql": (IQLAgent, IQLHyperparams),
-    "cql": (CQLAgent, CQLHyperparams),
-    "rebrac": (ReBRACAgent, ReBRACHyperparams),
-    "fql": (FQLAgent, FQLHyperparams),
-    "edp": (EDPAgent, EDPHyperparams),
-    "idql": (IDQLAgent, IDQLHyperparams),
-    "diffuser": (DiffuserAgent, DiffuserHyperparams),  # trajectory planning: trains on windows of episodes
-    "sac": (SACAgent, SACHyperparams),  # online: python -m dql.train --algo=sac --env=Hopper-v5
-}
+
+def _registered(algo: str) -> tuple[type, type]:
+    """The agent class and its hyperparameter class defined in dql/agents/<algo>.py: the one class named *Agent
+    that is an Agent and the one subclass of Hyperparams named *Hyperparams, both defined in that module."""
+    module = importlib.import_module(f"dql.agents.{algo}")
+    own = [value for value in vars(module).values() if inspect.isclass(value) and value.__module__ == module.__name__]
+    agents = [cls for cls in own if cls.__name__.endswith("Agent") and issubclass(cls, Agent)]
+    params = [cls for cls in own if cls.__name__.endswith("Hyperparams") and issubclass(cls, Hyperparams)]
+    if len(agents) != 1 or len(params) != 1:
+        raise ImportError(f"dql/agents/{algo}.py must define one *Agent class with create, update and sample_actions "
+                          f"and one *Hyperparams class (dql/configs/{algo}.py exists); found {agents} and {params}")
+    return agents[0], params[0]
+
+
+# The registry: --algo name -> (agent class, hyperparameter class), one entry per config file (dql.configs.ALGOS).
+AGENTS: dict[str, tuple[type, type]] = {algo: _registered(algo) for algo in ALGOS}
 
 
 def hyperparams(algo: str, config, max_action, axis_name=None):
@@ -60,11 +55,13 @@ def select_actions(agent, observations: jax.Array, key: jax.Array) -> jax.Array:
 def begin_episode(agent, observations: jax.Array, key: jax.Array):
     """An episode's memory from its first states: the agent's `begin(observations, key)` where it keeps one (a
     planner that plans once per episode), else nothing."""
-    return agent.begin(observations, key) if hasattr(agent, "begin") else {}
+    begin = hook(agent, "begin")
+    return begin(observations, key) if begin is not None else {}
 
 
 def act(agent, observations: jax.Array, memory, t: jax.Array, key: jax.Array):
     """(actions, memory) at episode step t: the agent's `act` where it has one, else `sample_actions`."""
-    if hasattr(agent, "act"):
-        return agent.act(observations, memory, t, key)
+    act_with_memory = hook(agent, "act")
+    if act_with_memory is not None:
+        return act_with_memory(observations, memory, t, key)
     return agent.sample_actions(observations, key), memory

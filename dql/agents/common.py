@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,44 @@ from dql.nets import activation_by_name
 
 Params = Any
 Batch = dict[str, jax.Array]
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What the training loop, the evaluation and `dql.load_policy` ask of an agent (dql/agents/<name>.py, found by
+    the registry dql.agents.AGENTS). An agent is a flax `struct.PyTreeNode` holding its train states, targets and
+    PRNG key, with its hyperparameters as the static field `hp`; `update` is pure, so jit, scan, vmap over seeds and
+    shard_map over devices compose on it unchanged.
+
+    Optional hooks, looked up by name (`hook`) where the loop needs them; an agent without them gets the default:
+    - `training_arrays(dataset, config) -> dict` (static): the host arrays minibatches are drawn from; default the
+      transitions with the reward transform (Diffuser: windows of whole episodes).
+    - `dataset_statistics(dataset, config)` (static): what `create` receives as `observation_stats`; default the
+      observations' (mean, std) (Diffuser: its normaliser of observations and actions).
+    - `begin(observations, rng) -> memory` and `act(observations, memory, t, rng) -> (actions, memory)`: acting with
+      a memory kept through the episode (a planner that plans once); default `sample_actions` at every step.
+    """
+
+    @classmethod
+    def create(cls, rng: jax.Array, observation_dim: int, action_dim: int, hp: Any,
+               observation_stats: Any = None) -> "Agent":
+        """A new agent (its networks initialised from `rng`) for the data's sizes and the validated `hp`."""
+
+    def update(self, batch: Batch) -> tuple["Agent", dict[str, jax.Array]]:
+        """One gradient step on a minibatch: the new agent and scalar metrics (losses, norms)."""
+
+    def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
+        """Actions [B, act_dim] within the action bound for observations [B, obs_dim] (evaluation, load_policy)."""
+
+
+OPTIONAL_HOOKS = ("training_arrays", "dataset_statistics", "begin", "act")
+
+
+def hook(agent_or_class, name: str):
+    """The agent's optional hook `name` (see Agent), or None where it keeps the default."""
+    if name not in OPTIONAL_HOOKS:
+        raise KeyError(f"{name!r} is not an optional agent hook; they are {', '.join(OPTIONAL_HOOKS)}")
+    return getattr(agent_or_class, name, None)
 
 
 def pmean(tree, axis_name: str | None):

@@ -13,10 +13,19 @@ from types import ModuleType
 
 import ml_collections
 
-from dql.configs.common import dataset_row
+from dql.configs.common import LOOP_FLAGS, dataset_row  # noqa: F401 (LOOP_FLAGS: dql.train and launch.sweep read it here)
 
 CONFIG_DIR = Path(__file__).parent
-ALGOS = ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql", "diffuser", "sac")
+# The algorithms: one config file each (dql/configs/NAME.py). The agents' registry (dql.agents.AGENTS) is built from
+# this list, and so are --algo's choices and the sweep files' check; adding an algorithm adds its config file, its
+# agent file (dql/agents/NAME.py) and its tests, nothing else.
+ALGOS = tuple(sorted((path.stem for path in CONFIG_DIR.glob("*.py") if path.stem not in ("__init__", "common")),
+                     key=lambda name: (name != "dql", name)))
+
+
+def offline_algos() -> tuple[str, ...]:
+    """The algorithms that train on a dataset (all but the online learners, whose config says `online`)."""
+    return tuple(algo for algo in ALGOS if not get_config(algo).get("online", False))
 
 
 def algo_module(algo: str) -> ModuleType:
@@ -37,11 +46,18 @@ def get_config(algo: str) -> ml_collections.ConfigDict:
 
 def resolve(algo: str, dataset: str | None, base: ml_collections.ConfigDict | None = None,
             loop_flags: dict | None = None, overrides: dict | None = None) -> ml_collections.ConfigDict:
-    """Base (the algorithm's, or `base`) < the dataset's row < loop flags < dotted `--config.*` overrides."""
+    """Base (the algorithm's, or `base`) < the dataset's row < loop flags < dotted `--config.*` overrides.
+
+    The row is `dataset`'s own, or that of the dataset named by the loop flag `row` (another dataset's tuning, e.g.
+    hopper-medium-replay-v2's for gym:Hopper-v5/full-replay)."""
     config = get_config(algo) if base is None else ml_collections.ConfigDict(base.to_dict())
-    if dataset is not None:
-        config.update(dataset_row(algo_module(algo).DATASET_OVERRIDES, dataset))
-    for name, value in (loop_flags or {}).items():
+    loop_flags = dict(loop_flags or {})
+    row = loop_flags.pop("row", None)
+    if dataset is not None or row is not None:
+        config.update(dataset_row(algo_module(algo).DATASET_OVERRIDES, row or dataset))
+    if row is not None:
+        config.row = row
+    for name, value in loop_flags.items():
         config[name] = value
     for dotted, value in (overrides or {}).items():
         check_key(config, dotted, algo)
@@ -49,8 +65,39 @@ def resolve(algo: str, dataset: str | None, base: ml_collections.ConfigDict | No
         node = config
         for name in parents:
             node = node[name]
-        node[leaf] = value
+        if isinstance(value, str):  # from the command line: read as the field's type
+            value = parse_value(node, leaf, value, dotted)
+        try:
+            node[leaf] = value
+        except TypeError as error:
+            raise ValueError(f"--config.{dotted}={value!r}: {error}") from error
     return config
+
+
+def parse_value(node: ml_collections.ConfigDict, leaf: str, text: str, dotted: str):
+    """A command-line value as the type of the field it sets: numbers, True/False, tuples as "32,32" or "(32, 32)"
+    (one number for a one-element tuple), anything else a string."""
+    import ast
+
+    current = node[leaf]
+    kind = node.get_ref(leaf).get_type() if current is None else type(current)
+    if kind is str:
+        return text
+    if kind is bool:
+        if text.lower() in ("true", "1"):
+            return True
+        if text.lower() in ("false", "0"):
+            return False
+        raise ValueError(f"--config.{dotted}={text!r}: expected True or False")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if kind in (tuple, list) and not isinstance(value, (tuple, list)):
+        value = (value,)
+    if kind is tuple and isinstance(value, list):
+        value = tuple(value)
+    return value
 
 
 def check_key(config: ml_collections.ConfigDict, dotted: str, algo: str) -> None:

@@ -16,6 +16,21 @@ PENDULUM_ROW = {
 }
 
 
+# dql.train's top-level flags that set a config field, the one list of them: dql.train defines a flag for each and
+# launch.sweep checks sweep files against it. name -> (type, help).
+LOOP_FLAGS: dict[str, tuple[type, str]] = {
+    "steps": (int, "Gradient steps (default: the config's, per dataset)."),
+    "batch_size": (int, "Global minibatch size, split over devices."),
+    "eval_every": (int, "Evaluate every N steps."),
+    "eval_episodes": (int, "Episodes per evaluation; 0 trains without an environment."),
+    "save_every": (int, "Checkpoint every N steps."),
+    "num_seeds": (int, "Train seeds seed .. seed+N-1 in one compiled program, each in its own run folder "
+                       "<workdir>/seed_<n>/."),
+    "row": (str, "Take the hyperparameters of this dataset's row of the algorithm's table (e.g. "
+                 "hopper-medium-replay-v2) instead of --dataset's own."),
+}
+
+
 def loop_config(algo: str, steps: int, eval_every: int, eval_episodes: int = 10) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.algo = algo
@@ -35,6 +50,7 @@ def loop_config(algo: str, steps: int, eval_every: int, eval_episodes: int = 10)
     config.wandb = False  # also log to Weights & Biases (pip install 'dql[wandb]')
     config.wandb_project = "dql"
     config.wandb_mode = "online"  # "offline": no account needed, `wandb sync` later
+    config.row = ml_collections.config_dict.placeholder(str)  # the dataset row taken (None: --dataset's own)
     return config
 
 
