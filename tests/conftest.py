@@ -1,16 +1,10 @@
 import os
-import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.helpers import write_d4rl_file  # noqa: E402
+from tests.helpers import write_d4rl_file
 
 # One compilation per distinct program in the whole suite: the tests and the command-line processes they start
 # share JAX's persistent compilation cache, so a program compiled once (the same tiny run started again to resume
@@ -23,29 +17,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # tests/helpers.compiled_for compiles the long bandit trainings at full optimisation, where running dominates.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
-
-
-def tiny_config(**overrides):
-    """The real DQL config with tiny networks and a short schedule."""
-    from dql.configs.dql import get_config
-
-    config = get_config()
-    config.update(
-        dict(
-            hidden_dims=(32, 32),
-            steps=40,
-            batch_size=32,
-            steps_per_dispatch=10,
-            eval_every=20,
-            save_every=20,
-            eval_episodes=2,
-            num_action_candidates=8,
-            ema_start=5,
-        )
-    )
-    config.seed = 0
-    config.update(overrides)
-    return config
 
 
 @pytest.fixture

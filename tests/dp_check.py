@@ -1,6 +1,5 @@
 """Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 (see test_data_parallel.py)."""
 
-import importlib
 import json
 import tempfile
 from pathlib import Path
@@ -10,37 +9,34 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from dql.agents import create_agent
+from dql.agents import AGENTS, create_agent
+from dql.agents.common import hook
+from dql.configs import offline_algos
 from dql.data import d4rl
 from dql.parallel import DATA_AXIS as AXIS
 from dql.parallel import build_train_chunk, make_layout, seed_slice
 from dql.trainer import initial_state, train
-from tests.conftest import tiny_config
-from tests.helpers import write_d4rl_file
+from tests.helpers import small_config, write_d4rl_file
 
 
 def _baseline_config(algo):
-    config = importlib.import_module(f"dql.configs.{algo}").get_config()
-    config.update(dict(hidden_dims=(16, 16), steps=100))
+    overrides = {"steps": 100}
     if algo == "cql":
-        config.update(dict(lagrange=True, num_samples=3))
+        overrides["lagrange"] = True
     if algo == "td3bc":
-        config.policy_delay = 1  # every update moves the actor and the targets
-    if algo == "diffuser":  # windows of 8 steps; the trajectory model only (the value model's update is the same code)
-        config.update(dict(horizon=8, diffusion_steps=4, dim=16, dim_mults=(1, 2), ema_start=0, ema_every=1,
-                           use_value_guide=False))
-    if algo == "idql":
-        # Its 256-wide LN_Resnet has gradient entries of ~1e-9 that summation order alone changes, which Adam's
-        # first steps (g / (|g| + 1e-8)) turn into parameter gaps of ~3e-5; at width 16 they stay below 1e-6.
-        config.update(dict(actor_hidden_dim=16, time_dim=8))
-    return config
+        overrides["policy_delay"] = 1  # every update moves the actor and the targets
+    # Small widths matter beyond speed: IDQL's 256-wide LN_Resnet has gradient entries of ~1e-9 that summation order
+    # alone changes, which Adam's first steps (g / (|g| + 1e-8)) turn into parameter gaps of ~3e-5; at width 16 they
+    # stay below 1e-6.
+    return small_config(algo, **overrides)
 
 
 def _compare_updates(algo, config, data, mesh, obs_dim, act_dim):
     """Three consecutive updates on one device (whole batch) and on four (a quarter each); largest differences."""
     key = jax.random.PRNGKey(3)
-    # Diffuser keeps its own normaliser (None: the identity); the others (mean, std) of the states.
-    stats = None if algo == "diffuser" else (data["observations"].mean(0), data["observations"].std(0))
+    # An agent with its own statistics hook (Diffuser's normaliser) gets None (the identity); the others (mean, std).
+    stats = None if hook(AGENTS[algo][0], "dataset_statistics") else (data["observations"].mean(0),
+                                                                       data["observations"].std(0))
     single = create_agent(algo, key, obs_dim, act_dim, [1.0, 1.0], config, observation_stats=stats)
     parallel = create_agent(algo, key, obs_dim, act_dim, [1.0, 1.0], config, axis_name=AXIS,
                             observation_stats=stats)
@@ -58,8 +54,8 @@ def _compare_updates(algo, config, data, mesh, obs_dim, act_dim):
     leaves = zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(parallel))
     param_gap = max(float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))))
                     for a, b in leaves)
-    params = single.model.params if algo == "diffuser" else single.actor.params
-    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(params))
+    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(single)
+                if jnp.issubdtype(jnp.result_type(a), jnp.floating))
     return {"metric_gap": metric_gap, "param_gap": param_gap, "param_scale": scale}
 
 
@@ -84,14 +80,14 @@ def _compare_layouts(data):
     with tempfile.TemporaryDirectory() as folder:
         write_d4rl_file(Path(folder) / "tiny.hdf5", obs_dim=3, act_dim=1)
         dataset = d4rl.read_hdf5(f"{folder}/tiny.hdf5")
-    config = tiny_config(batch_size=16, seed=5)
+    config = small_config(batch_size=16, seed=5)
     # seed 6 = second seed of a program starting at 5
     among_data, m1 = _chunk_result(config, dataset, 4, 2, "data", 1)
-    config_alone = tiny_config(batch_size=16, seed=6)
+    config_alone = small_config(batch_size=16, seed=6)
     alone_data, m2 = _chunk_result(config_alone, dataset, 4, 1, "data", 0)
     # 4 seeds split over 4 devices: seed 7 (index 2) trains on its whole batch, as alone on one device
-    among_split, m3 = _chunk_result(tiny_config(batch_size=16, seed=5), dataset, 4, 4, "seeds", 2)
-    alone_one, m4 = _chunk_result(tiny_config(batch_size=16, seed=7), dataset, 1, 1, "data", 0)
+    among_split, m3 = _chunk_result(small_config(batch_size=16, seed=5), dataset, 4, 4, "seeds", 2)
+    alone_one, m4 = _chunk_result(small_config(batch_size=16, seed=7), dataset, 1, 1, "data", 0)
     return {
         "data_param_gap": _gap(among_data, alone_data), "data_metric_gap": _gap(m1, m2),
         "seeds_param_gap": _gap(among_split, alone_one), "seeds_metric_gap": _gap(m3, m4),
@@ -101,7 +97,7 @@ def _compare_layouts(data):
 
 def main():
     assert jax.device_count() == 4, jax.devices()
-    config = tiny_config(ema_start=0, ema_every=1, max_q_backup=True, num_q_backup_samples=3, grad_norm=1.0)
+    config = small_config(ema_start=0, ema_every=1, max_q_backup=True, num_q_backup_samples=3, grad_norm=1.0)
     obs_dim, act_dim, batch = 5, 2, 32
     rng = np.random.default_rng(0)
     data = {
@@ -114,13 +110,14 @@ def main():
     }
     mesh = make_layout(4).mesh
     report = {}
-    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql"):
-        algo_config = config if algo == "dql" else _baseline_config(algo)
-        report[algo] = _compare_updates(algo, algo_config, data, mesh, obs_dim, act_dim)
+    # Agents that train on windows of episodes (their training_arrays hook; Diffuser) get windows of 8 steps.
     windows = {"observations": rng.normal(size=(batch, 8, obs_dim)).astype(np.float32),
                "actions": rng.uniform(-1, 1, (batch, 8, act_dim)).astype(np.float32),
                "returns": rng.normal(size=(batch, 8)).astype(np.float32)}
-    report["diffuser"] = _compare_updates("diffuser", _baseline_config("diffuser"), windows, mesh, obs_dim, act_dim)
+    for algo in offline_algos():  # every registered algorithm that trains on data
+        algo_config = config if algo == "dql" else _baseline_config(algo)
+        batch_of = windows if hook(AGENTS[algo][0], "training_arrays") else data
+        report[algo] = _compare_updates(algo, algo_config, batch_of, mesh, obs_dim, act_dim)
     report["layouts"] = _compare_layouts(data)
 
     # A run trained on 4 devices refuses to resume on 2: each device draws its own minibatch stream.
@@ -128,7 +125,7 @@ def main():
         path = f"{folder}/tiny.hdf5"
         write_d4rl_file(Path(path), obs_dim=3, act_dim=1)
         dataset = d4rl.read_hdf5(path)
-        run_config = tiny_config(steps=10, save_every=10, eval_every=10, batch_size=16)
+        run_config = small_config(steps=10, save_every=10, eval_every=10, batch_size=16)
         train(run_config, dataset, f"{folder}/run", None)
         # As when --config.num_devices=0 (all devices) resumes on a machine with fewer devices: same config.
         run_config.steps, run_config.num_devices = 20, 2

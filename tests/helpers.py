@@ -8,6 +8,33 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+# Each algorithm's own knobs at tiny sizes, so that a test compiles and runs in seconds; the rest of its config is
+# the real one (dql/configs/ALGO.py).
+SMALL_SIZES = {
+    "dql": dict(hidden_dims=(32, 32), batch_size=32, steps=40, eval_every=20, save_every=20,
+                num_action_candidates=8, ema_start=5),
+    "cql": dict(num_samples=3),
+    "fql": dict(flow_steps=3),
+    "edp": dict(diffusion_steps=40, dpm_steps=3, num_action_candidates=4),
+    "idql": dict(actor_hidden_dim=16, actor_num_blocks=1, time_dim=8, num_samples=4),
+    "diffuser": dict(horizon=8, diffusion_steps=4, dim=16, dim_mults=(1, 2), ema_start=0, ema_every=1,
+                     use_value_guide=False),
+}
+
+
+def small_config(algo: str = "dql", **overrides):
+    """The real config of `algo` with tiny networks and a short loop (SMALL_SIZES), then `overrides`: the one small
+    config of the test suite."""
+    from dql.configs import get_config
+
+    config = get_config(algo)
+    config.update(dict(hidden_dims=(16, 16), steps=20, batch_size=16, steps_per_dispatch=10, eval_every=10,
+                       save_every=10, eval_episodes=2))
+    config.update(SMALL_SIZES.get(algo, {}))
+    config.seed = 0
+    config.update(overrides)
+    return config
+
 
 def write_d4rl_file(path: Path, episodes=((5, False), (4, True), (3, False)), obs_dim=3, act_dim=1,
                     next_observations=False, attrs=None, seed=0, act_scale=1.0, **replace) -> dict:

@@ -7,7 +7,7 @@ import pytest
 
 from dql.agents import create_agent, hyperparams
 from dql.agents.common import clip_grad_norm_like_torch, learning_rate_schedule, make_optimizer
-from tests.conftest import tiny_config
+from tests.helpers import small_config
 
 
 def test_learning_rate_schedule_is_cosine_over_epochs_stepped_every_decay_every():
@@ -53,7 +53,7 @@ def _batch(rng, n=16, obs_dim=3, act_dim=2):
 
 
 def test_ema_actor_starts_late_and_moves_every_k_steps_critic_target_every_step():
-    config = tiny_config(ema_start=2, ema_every=2, ema_decay=0.9, tau=0.25)
+    config = small_config(ema_start=2, ema_every=2, ema_decay=0.9, tau=0.25)
     # Committed to the device like the update's outputs, so the jitted update compiles once.
     agent = jax.device_put(create_agent("dql", jax.random.PRNGKey(0), 3, 2, [1.0, 1.0], config), jax.devices()[0])
     host = jax.device_get  # compare on the host: eager jax arithmetic would compile every small op
@@ -79,13 +79,35 @@ def test_ema_actor_starts_late_and_moves_every_k_steps_critic_target_every_step(
     assert int(agent.step) == 4
 
 
-def test_action_selection_respects_bounds_and_is_reproducible():
-    agent = create_agent("dql", jax.random.PRNGKey(1), 3, 2, [0.5, 2.0], tiny_config())
+def test_action_selection_draws_the_candidate_that_the_min_of_the_target_critics_prefers():
+    """With the target critics' outputs scaled by 1000, softmax(min_k Q'_k) puts all its mass on one candidate: the
+    chosen action must be that one. Fails if the choice ignores Q (uniform), uses the online critics, the max over
+    the heads instead of the min, or is not the candidate drawn with sample_actions' own noise."""
+    agent = create_agent("dql", jax.random.PRNGKey(1), 3, 2, [0.5, 2.0], small_config(num_action_candidates=16))
+    layers = agent.critic_target_params["params"]["VmapMLP_0"]
+    last = max(layers, key=lambda name: int(name.rsplit("_", 1)[1]))  # the output layer of both heads
+    sharp = {"params": {"VmapMLP_0": {**layers, last: jax.tree_util.tree_map(lambda x: x * 1000.0, layers[last])}}}
+    agent = agent.replace(critic_target_params=sharp)
     observations = jnp.asarray(np.random.default_rng(1).normal(size=(20, 3)), jnp.float32)
-    actions = agent.sample_actions(observations, jax.random.PRNGKey(4))
-    assert actions.shape == (20, 2)
-    assert np.all(np.abs(np.asarray(actions)) <= np.array([0.5, 2.0]) + 1e-6)
-    np.testing.assert_array_equal(actions, agent.sample_actions(observations, jax.random.PRNGKey(4)))
+    key = jax.random.PRNGKey(4)
+    chosen = np.asarray(jax.jit(lambda a, o, k: a.sample_actions(o, k))(agent, observations, key))
+
+    @jax.jit
+    def candidates_of(agent, observations, key):
+        noise_key, _ = jax.random.split(key)  # sample_actions' own draws
+        noise = jax.random.normal(noise_key, (20 * 16, agent.hp.diffusion_steps + 1, 2))
+        candidates, q = agent.action_candidates(observations, noise)
+        heads = agent.critic.apply_fn(agent.critic_target_params, jnp.repeat(observations, 16, 0),
+                                      candidates.reshape(-1, 2))
+        return candidates, q, heads.reshape(2, 20, 16)
+
+    candidates, q, heads = jax.device_get(candidates_of(agent, observations, key))
+    index = np.argmin(np.abs(candidates - chosen[:, None]).max(axis=-1), axis=1)  # the candidate drawn, per state
+    np.testing.assert_allclose(chosen, candidates[np.arange(20), index], atol=1e-5)
+    # Its Q is the best (ties within a probability factor e^-5 of it allowed); a uniform draw lands ~1000x lower.
+    assert np.all(q[np.arange(20), index] >= q.max(axis=1) - 5.0), (q[np.arange(20), index], q.max(axis=1))
+    by_max = np.argmax(heads.max(axis=0), axis=1)
+    assert (by_max != np.argmax(q, axis=1)).any()  # the heads disagree, so min and max choose apart
 
 
 @pytest.mark.parametrize(
@@ -103,9 +125,9 @@ def test_action_selection_respects_bounds_and_is_reproducible():
 )
 def test_bad_hyperparameters_are_named(override, message):
     with pytest.raises(ValueError, match=message):
-        hyperparams("dql", tiny_config(**override), [1.0])
+        hyperparams("dql", small_config(**override), [1.0])
     with pytest.raises(ValueError, match="--algo='dqn' is not a known algorithm"):
-        hyperparams("dqn", tiny_config(), [1.0])
+        hyperparams("dqn", small_config(), [1.0])
 
 
 @pytest.mark.parametrize(

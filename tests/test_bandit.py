@@ -1,6 +1,6 @@
 """The Diffusion-QL paper's 2-D multimodal bandit: four separated action modes, one of them best.
 
-Diffusion BC reproduces every mode, a Gaussian policy cannot, and Diffusion-QL concentrates on the best mode.
+Diffusion BC reproduces every mode, and Diffusion-QL concentrates on the best mode.
 """
 
 import jax
@@ -9,8 +9,7 @@ import pytest
 
 from dql.agents import create_agent
 from dql.data.bandit import BEST, MODE_REWARDS, MODES, RADIUS, bandit_data, mode_fractions
-from tests.conftest import tiny_config
-from tests.helpers import run_chunk
+from tests.helpers import run_chunk, small_config
 
 # The toy asks for a finer chain than the RL default (vp, T = 5) to separate four tight modes in few steps.
 DIFFUSION = dict(beta_schedule="linear", diffusion_steps=10)
@@ -22,7 +21,7 @@ def data():
 
 
 def train_on_bandit(data, eta, steps, seed=0):
-    config = tiny_config(hidden_dims=(64, 64), eta=eta, lr=1e-3, critic_lr=1e-3, lr_decay=False, grad_norm=0.0,
+    config = small_config(hidden_dims=(64, 64), eta=eta, lr=1e-3, critic_lr=1e-3, lr_decay=False, grad_norm=0.0,
                          steps=steps, ema_start=0, **DIFFUSION)
     agent = create_agent("dql", jax.random.PRNGKey(seed), 1, 2, [1.0, 1.0], config, axis_name="data")
     chunk = lambda agent, data, rng: run_chunk(agent, data, rng, 128, steps)  # noqa: E731
@@ -31,15 +30,13 @@ def train_on_bandit(data, eta, steps, seed=0):
     return agent, samples, metrics
 
 
-def test_diffusion_bc_reproduces_every_mode_and_a_gaussian_cannot(data):
+def test_diffusion_bc_reproduces_every_mode(data):
+    """The diffusion loss alone (eta 0) keeps all four modes; the project's Gaussian BC trained on the same data
+    does not (tests/test_baselines_bandit.py::test_gaussian_bc_averages_the_modes)."""
     _, samples, metrics = train_on_bandit(data, eta=0.0, steps=1500)
     fractions = mode_fractions(samples)
     assert np.all(fractions > 0.15), fractions  # each mode holds about a quarter of the samples
     assert fractions.sum() > 0.8, fractions  # and little falls between modes
-    # The best Gaussian fit (maximum likelihood) puts its mass between the modes instead.
-    mean, cov = data["actions"].mean(0), np.cov(data["actions"].T)
-    gaussian = np.random.default_rng(0).multivariate_normal(mean, cov, 2000)
-    assert mode_fractions(gaussian).sum() < 0.3
 
 
 def test_diffusion_ql_concentrates_on_the_best_mode(data):

@@ -1,6 +1,5 @@
 """Every baseline and family member through the real loop on a tiny Pendulum file: train, evaluate, checkpoint, restore, act."""
 
-import importlib
 import json
 
 import jax
@@ -12,15 +11,12 @@ from dql.checkpoint import Checkpoints
 from dql.data import d4rl
 from dql.policy import checkpoint_template
 from dql.trainer import train
+from tests.helpers import small_config
 from tests.test_cli import run_cli
 
 
 def tiny(algo, **overrides):
-    config = importlib.import_module(f"dql.configs.{algo}").get_config()
-    config.update(dict(hidden_dims=(16, 16), steps=20, batch_size=16, steps_per_dispatch=10, eval_every=10,
-                       save_every=10, eval_episodes=2, seed=0))
-    config.update(overrides)
-    return config
+    return small_config(algo, **overrides)
 
 
 @pytest.mark.parametrize("algo, overrides", [

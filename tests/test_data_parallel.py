@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dql.configs import offline_algos
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,7 +20,8 @@ def test_data_parallel_update_equals_single_device_update():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.split("REPORT ", 1)[1])
-    for algo in ("dql", "bc", "diffusion_bc", "td3bc", "iql", "cql", "rebrac", "fql", "edp", "idql", "diffuser"):
+    assert set(report) - {"layouts", "device_change"} == set(offline_algos())  # every registered algorithm
+    for algo in offline_algos():
         gaps = report[algo]
         assert gaps["metric_gap"] <= 1e-4, (algo, gaps)
         # Diffuser: Adam's first steps (g / (|g| + 1e-8)) turn summation-order differences in near-zero gradient

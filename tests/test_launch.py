@@ -325,12 +325,7 @@ def test_submitit_local_executor_runs_the_same_command(tmp_path, dataset_dir):
     assert "--seed=1 --workdir=" in log.splitlines()[0] and "final policy at step 20" in log
 
 
-def trainer_has_num_seeds() -> bool:
-    return '"num_seeds"' in (ROOT / "dql" / "train.py").read_text()
-
-
-# GROUPED PATH: needs the trainer's --num_seeds (one program training seeds S..S+N-1 into seed_<s>/ folders).
-@pytest.mark.skipif(not trainer_has_num_seeds(), reason="dql.train has no --num_seeds yet")
+# GROUPED PATH: the trainer's --num_seeds (one program training seeds S..S+N-1 into seed_<s>/ folders).
 def test_local_launcher_trains_grouped_seeds_in_one_program(tmp_path, dataset_dir):
     sweep_file = write_sweep(tmp_path, TINY_SWEEP.format(seeds=[0, 1]), name="tiny.py")
     root = tmp_path / "root"

@@ -9,8 +9,7 @@ from dql.data import d4rl
 from dql.logs import read_csv
 from dql.policy import checkpoint_template
 from dql.trainer import TrainingDiverged, select_models, train
-from tests.conftest import tiny_config
-from tests.helpers import die_after_saves
+from tests.helpers import die_after_saves, small_config
 
 ENV = ("Pendulum-v1", {})
 
@@ -25,7 +24,7 @@ def _params(workdir, config, dataset, step):
 
 def test_resume_equals_an_uninterrupted_run(tmp_path, pendulum_file, monkeypatch):
     dataset = d4rl.read_hdf5(pendulum_file)
-    config = tiny_config()
+    config = small_config()
     train(config, dataset, tmp_path / "straight", ENV)
 
     # Interrupt the second run right after its first checkpoint, as a preemption would.
@@ -60,7 +59,7 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
     dataset = d4rl.read_hdf5(pendulum_file)
     # An absurd actor learning rate with no clipping: the first update throws the actor's weights to ~1e18, so the
     # losses of step 2 overflow while step 1's are finite.
-    config = tiny_config(lr=1e18, grad_norm=0.0, save_every=1, eval_every=1000, steps=10)
+    config = small_config(lr=1e18, grad_norm=0.0, save_every=1, eval_every=1000, steps=10)
     workdir = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"became (nan|inf|-inf) at step 2 .*last good checkpoint is step 1"):
         train(config, dataset, workdir, None)
