@@ -1,26 +1,19 @@
-"""Update-for-update comparison of this project's Diffusion-QL with the paper's PyTorch code; prints JSON.
+"""Diffusion-QL against the paper's PyTorch code (Zhendong-Wang/Diffusion-Policies-for-Offline-RL,
+`agents/ql_diffusion.py`): the `dql` case of `python -m benchmarks.parity`.
 
-    git clone https://github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL /tmp/dql-torch
-    pip install torch
-    python -m benchmarks.reference_parity --repo=/tmp/dql-torch [--updates=1000] [--dataset=gym:Hopper-v5/medium]
-        [--obs_dim=17 --act_dim=6] [--set=eta=2.0]
+    python -m benchmarks.parity --algo=dql --repo=/path/to/Diffusion-Policies-for-Offline-RL \
+        [--dataset=gym:Hopper-v5/full-replay] [--obs_dim=17 --act_dim=6] [--set=eta=2.0]
 
-Both agents start from the same weights (the reference's initialisation, copied into ours), see the same
-minibatches and the same random numbers, and are compared after 1, 10 and --updates updates:
-
-- randomness: the reference draws from torch's and numpy's global generators inside `train()`; this script
-  records every draw (diffusion steps and noise, the EMA actor's chains for the backup, the chains of the Q term,
-  the Q-head order) by handing the reference's modules recording stand-ins for `torch` and `numpy`, and feeds the
+- randomness: the reference draws from torch's and numpy's global generators inside `train()`; this case records
+  every draw (diffusion steps and noise, the EMA actor's chains for the backup, the chains of the Q term, the
+  Q-head order) by handing the reference's modules recording stand-ins for `torch` and `numpy`, and feeds the
   same numbers to `DQLAgent.update_with_noise`.
 - compared: the critic loss, the actor's BC and Q losses of every update; the clipped gradients the optimisers
   applied (recorded when the reference's optimisers step); the four parameter groups (actor, EMA actor, critics,
   target critics).
-- the tolerance: the reference run once more in float64 (same initial weights, same draws replayed). Its distance
-  from the float32 run is what float32 rounding alone does to the reference; ours is judged against it, and its
-  own distance from the float64 run is reported beside. Ours also runs in float64 on that run's minibatches and
-  draws: with rounding out of the way, any difference left is a difference in the math.
-- variants: the default backup, then the max-Q backup (--variants), each with the cosine learning-rate schedule
-  stepped every --lr_decay_every updates so that the schedule is compared too.
+- settings: the paper's sizes, gradient clip 4.0 (hopper-medium-replay's), the cosine schedule stepped every 100
+  updates (so that it moves within the run) and the EMA actor from update 200 (so that it moves too).
+- variants: the default backup and the max-Q backup.
 - action selection: with the final reference weights loaded into ours, `sample_action` of the reference against
   `DQLAgent.action_candidates`: the same 50 candidates and the same choice probabilities softmax(min Q').
 """
@@ -29,40 +22,40 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
 
 from benchmarks import reference
-from benchmarks.common import config_for, random_transitions
+from benchmarks.common import config_for
+from benchmarks.parity.common import Run, Settings, as_float64, differences, variant_report
 from dql.agents import common, diffusion_actor
 from dql.agents.dql import DQLAgent, DQLHyperparams, DQLNoise
 from dql.diffusion import DiffusionSchedule
 
-flags.DEFINE_string("repo", None, "Path to a checkout of Zhendong-Wang/Diffusion-Policies-for-Offline-RL.")
-flags.DEFINE_string("dataset", None, "A --dataset to draw minibatches from (default: random transitions).")
-flags.DEFINE_integer("updates", 1000, "Updates to compare.")
-flags.DEFINE_list("checkpoints", ["1", "10"], "Updates after which to compare, besides the last.")
-flags.DEFINE_list("variants", ["default", "max_q_backup"], "Backups to compare: default, max_q_backup.")
-flags.DEFINE_integer("lr_decay_every", 100, "Updates per step of the cosine schedule (the reference's train() call).")
-flags.DEFINE_float("grad_norm", 4.0, "Gradient clip (hopper-medium-replay's).")
-flags.DEFINE_integer("ema_start", 200, "First update of the EMA actor (the paper's 1000 would leave it untouched).")
-flags.DEFINE_integer("action_states", 8, "States whose action selection is compared.")
-flags.DEFINE_integer("seed", 0, "Seed of the reference's initialisation, its draws and the minibatches.")
-flags.mark_flag_as_required("repo")
-FLAGS = flags.FLAGS
-
+REFERENCES = {"paper": {"repo": "Zhendong-Wang/Diffusion-Policies-for-Offline-RL",
+                        "file": "agents/ql_diffusion.py"}}
+VARIANTS = ("default", "max_q_backup")
+GRAD_NORM = 4.0  # hopper-medium-replay's clip
+LR_DECAY_EVERY = 100  # updates per step of the cosine schedule (the reference's train() call)
+EMA_START = 200  # first update of the EMA actor (the paper's 1000 would leave it untouched)
+ACTION_STATES = 8  # states whose action selection is compared
+DIFFERENCES = {"paper": [
+    {"where": "agents/ql_diffusion.py, the two clip_grad_norm_ calls",
+     "what": "torch's clip_grad_norm_ scales by max_norm / (norm + 1e-6), optax.clip_by_global_norm by "
+             "max_norm / norm (6.8e-8 relative on the critics' gradients in float64).",
+     "fate": "fixed: common.clip_grad_norm_like_torch (make_optimizer(..., like_torch=True))."},
+    {"where": "agents/ql_diffusion.py, torch.optim.Adam",
+     "what": "torch takes Adam's bias corrections 1 - beta^t in Python floats; optax.adam computed 1 - 0.999^t in "
+             "float32, 6.6e-6 off at the first step, so our float32 run drifted from the reference 100x faster "
+             "than rounding does.",
+     "fate": "fixed: common.scale_by_adam_like_torch."},
+]}
 RANDOM_CALLS = ("randn", "randn_like", "randint", "uniform", "multinomial")
 LOSSES = ("critic_loss", "bc_loss", "ql_loss", "actor_loss")
-
-
-def checkpoints_of(updates: int) -> list[int]:
-    return sorted({*(int(k) for k in FLAGS.checkpoints if int(k) <= updates), updates})
 
 
 class Recorder:
@@ -186,20 +179,6 @@ def _grads_of(module_to_params, module):
     return module_to_params(shadow)
 
 
-def max_difference(ours, theirs) -> dict:
-    """Largest absolute difference over a pytree; relative to the reference's largest magnitude, and the relative
-    L2 distance ||ours - theirs|| / ||theirs||."""
-    a = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(ours)]
-    b = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(theirs)]
-    if [x.shape for x in a] != [x.shape for x in b]:
-        raise RuntimeError("parameter trees differ in shape: the layer mapping is wrong")
-    diff = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-    scale = max(float(np.max(np.abs(y))) for y in b)
-    l2 = np.sqrt(sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b)))
-    norm = np.sqrt(sum(float(np.sum(y ** 2)) for y in b))
-    return {"max_abs": diff, "max_rel": diff / max(scale, 1e-30), "rel_l2": float(l2 / max(norm, 1e-30))}
-
-
 def our_gradients(agent: DQLAgent, batch: dict, noise: DQLNoise):
     """The clipped gradients our update applies (critic first, then the actor against the updated critic)."""
     clip = common.clip_grad_norm_like_torch(agent.hp.grad_norm) if agent.hp.grad_norm > 0 else optax.identity()
@@ -211,34 +190,36 @@ def our_gradients(agent: DQLAgent, batch: dict, noise: DQLNoise):
     return {"critic": clipped[0], "actor": clipped[1]}
 
 
-def run_reference(torch, ql_diffusion, log, config, data, indices, exact: dict | None = None) -> dict:
+def run_reference(torch, ql_diffusion, log, config, settings: Settings, indices: np.ndarray,
+                  exact: Run | None = None) -> Run:
     """Train the reference on the fixed minibatches; snapshots, applied gradients, losses and draws per update.
 
     Given the float32 run `exact`, the same run again in float64: its initial weights and its recorded draws,
     every module and minibatch cast to float64. Its distance from the float32 run is how far float32 rounding
     alone takes the reference, the tolerance any float32 implementation has to be judged by.
     """
+    data = settings.data
     obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
-    torch.manual_seed(FLAGS.seed)
-    np.random.seed(FLAGS.seed)
+    torch.manual_seed(settings.seed)
+    np.random.seed(settings.seed)
     ref = reference.reference_agent(ql_diffusion, config, obs_dim, act_dim)
     dtype = np.float32
     if exact is not None:
         for module in (ref.actor, ref.ema_model, ref.critic, ref.critic_target):
             module.double()  # in place: the optimizers keep the same parameters
         torch.set_default_dtype(torch.float64)
-        route_draws(torch, ql_diffusion, log, Replay(torch, exact["draws"]))
+        route_draws(torch, ql_diffusion, log, Replay(torch, exact.extra["draws"]))
         dtype = np.float64
-    checkpoints = checkpoints_of(FLAGS.updates)
-    run = {"snapshots": {}, "draws": [], "losses": {key: [] for key in LOSSES}, "agent": ref,
-           "initial": reference.parameter_groups(ref)}
+    checkpoints = settings.compared_at
+    run = Run(losses={key: [] for key in LOSSES},
+              extra={"draws": [], "agent": ref, "initial": reference.parameter_groups(ref)})
 
     def on_update(count):
         if count > 0:
-            run["draws"].append(list(log))
+            run.extra["draws"].append(list(log))
         log.clear()
         if count in checkpoints:
-            run["snapshots"][count] = reference.parameter_groups(ref)
+            run.snapshots[count] = reference.parameter_groups(ref)
 
     sampler = Minibatches(torch, {key: value.astype(dtype) for key, value in data.items()}, indices, on_update)
     counter = lambda: sampler.count  # noqa: E731  (the update in progress, 1-based)
@@ -247,19 +228,20 @@ def run_reference(torch, ql_diffusion, log, config, data, indices, exact: dict |
     ref.actor_optimizer = GradientTap(ref.actor_optimizer, lambda: _grads_of(reference.noise_net_params, ref.actor),
                                       set(checkpoints), counter)
     start, done = time.perf_counter(), 0
-    while done < FLAGS.updates:  # one train() call per step of the schedule, as the reference's main.py does
-        chunk = min(int(config.lr_decay_every), FLAGS.updates - done)
+    while done < settings.updates:  # one train() call per step of the schedule, as the reference's main.py does
+        chunk = min(int(config.lr_decay_every), settings.updates - done)
         metrics = ref.train(sampler, chunk, batch_size=config.batch_size)
         for key in LOSSES:
-            run["losses"][key].extend(metrics[key])
+            run.losses[key].extend(metrics[key])
         done += chunk
     on_update(sampler.count)
     if exact is not None:
         torch.set_default_dtype(torch.float32)
         route_draws(torch, ql_diffusion, log)
-    run.update(seconds=time.perf_counter() - start, sampler=sampler,
-               gradients={"critic": ref.critic_optimizer.recorded, "actor": ref.actor_optimizer.recorded},
-               lr=float(ref.actor_optimizer.param_groups[0]["lr"]))
+    run.seconds = time.perf_counter() - start
+    run.gradients = {k: {"critic": ref.critic_optimizer.recorded[k], "actor": ref.actor_optimizer.recorded[k]}
+                     for k in checkpoints}
+    run.extra.update(sampler=sampler, lr=float(ref.actor_optimizer.param_groups[0]["lr"]))
     return run
 
 
@@ -278,91 +260,63 @@ def reference_constants(diffusion):
         diffusion_actor.schedule = original
 
 
-def as_float64(tree):
-    """Every floating leaf (parameters, optimiser moments) in float64; call inside jax.enable_x64."""
-    return jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, tree)
-
-
-def run_ours(agent: DQLAgent, ref_run: dict, config) -> dict:
+def run_ours(agent: DQLAgent, ref_run: Run, config, settings: Settings) -> Run:
     """Our updates on the reference run's minibatches and draws; the same records as run_reference."""
     n_backup = config.num_q_backup_samples if config.max_q_backup else 1
-    checkpoints = checkpoints_of(FLAGS.updates)
+    checkpoints = settings.compared_at
     # Fresh functions, so that a run under `reference_constants` traces anew instead of reusing a cached trace.
     update = jax.jit(lambda agent, batch, noise: agent.update_with_noise(batch, noise))
     gradients = jax.jit(lambda agent, batch, noise: our_gradients(agent, batch, noise))
-    run = {"snapshots": {}, "losses": {key: [] for key in LOSSES}, "gradients": {"critic": {}, "actor": {}}}
+    run = Run(losses={key: [] for key in LOSSES})
     start = time.perf_counter()
-    for k in range(FLAGS.updates):
-        batch = {key: jnp.asarray(value) for key, value in ref_run["sampler"].batch(k).items()}
-        noise = noise_of_update(ref_run["draws"][k], config.diffusion_steps, config.batch_size, n_backup)
+    for k in range(settings.updates):
+        batch = {key: jnp.asarray(value) for key, value in ref_run.extra["sampler"].batch(k).items()}
+        noise = noise_of_update(ref_run.extra["draws"][k], config.diffusion_steps, config.batch_size, n_backup)
         if k + 1 in checkpoints:
-            grads = gradients(agent, batch, noise)
-            for group in grads:
-                run["gradients"][group][k + 1] = grads[group]
+            run.gradients[k + 1] = gradients(agent, batch, noise)
         agent, metrics = update(agent, batch, noise)
-        for key in LOSSES:
-            run["losses"][key].append(float(metrics[key]))
+        run.add_losses({key: metrics[key] for key in LOSSES})
         if k + 1 in checkpoints:
-            run["snapshots"][k + 1] = {"actor": agent.actor.params, "actor_ema": agent.actor_ema_params,
-                                       "critic": agent.critic.params, "critic_target": agent.critic_target_params}
-    run.update(seconds=time.perf_counter() - start, agent=agent)
+            run.snapshots[k + 1] = {"actor": agent.actor.params, "actor_ema": agent.actor_ema_params,
+                                    "critic": agent.critic.params, "critic_target": agent.critic_target_params}
+    run.seconds = time.perf_counter() - start
+    run.extra["agent"] = agent
     return run
 
 
-def differences(run: dict, ref_run: dict) -> dict:
-    """Per checkpoint: parameter groups, applied gradients, and the losses of every update so far."""
-    out = {}
-    for k in checkpoints_of(FLAGS.updates):
-        out[str(k)] = {
-            "params": {name: max_difference(run["snapshots"][k][name], ref_run["snapshots"][k][name])
-                       for name in ref_run["snapshots"][k]},
-            "gradients": {group: max_difference(run["gradients"][group][k], ref_run["gradients"][group][k])
-                          for group in ("critic", "actor")},
-            "losses": {key: max_difference(np.array(run["losses"][key][:k]), np.array(ref_run["losses"][key][:k]))
-                       for key in LOSSES},
-        }
-    return out
-
-
-def compare_variant(torch, ql_diffusion, log, data, variant: str) -> dict:
-    config = config_for("dql", FLAGS.set)  # --set=KEY=VALUE: any other setting of the dql config
-    config.update(max_q_backup=variant == "max_q_backup", grad_norm=FLAGS.grad_norm, lr_decay=True,
-                  lr_decay_every=FLAGS.lr_decay_every, steps_per_epoch=FLAGS.lr_decay_every,
-                  ema_start=FLAGS.ema_start,
-                  steps=2 * FLAGS.updates)  # the schedule is halfway down at the last update compared
+def compare_variant(torch, ql_diffusion, log, settings: Settings, variant: str) -> dict:
+    config = config_for("dql", list(settings.overrides))  # --set=KEY=VALUE: any other setting of the dql config
+    config.update(max_q_backup=variant == "max_q_backup", grad_norm=GRAD_NORM, lr_decay=True,
+                  lr_decay_every=LR_DECAY_EVERY, steps_per_epoch=LR_DECAY_EVERY, ema_start=EMA_START,
+                  steps=2 * settings.updates)  # the schedule is halfway down at the last update compared
+    data = settings.data
     act_dim = data["actions"].shape[1]
-    indices = np.random.default_rng(FLAGS.seed).integers(0, len(data["rewards"]), (FLAGS.updates, config.batch_size))
-    exact = run_reference(torch, ql_diffusion, log, config, data, indices)
+    indices = settings.minibatch_indices(config.batch_size)
+    exact = run_reference(torch, ql_diffusion, log, config, settings, indices)
     hp = DQLHyperparams.from_config(config, (1.0,) * act_dim)
     initial = DQLAgent.create(jax.random.PRNGKey(0), data["observations"].shape[1], act_dim, hp)
-    ours = run_ours(reference.load_into_agent(initial, exact["initial"]), exact, config)
-    with reference_constants(exact["agent"].actor):
-        ours_constants = run_ours(reference.load_into_agent(initial, exact["initial"]), exact, config)
-    float64 = run_reference(torch, ql_diffusion, log, config, data, indices, exact=exact)
+    ours = run_ours(reference.load_into_agent(initial, exact.extra["initial"]), exact, config, settings)
+    with reference_constants(exact.extra["agent"].actor):
+        ours_constants = run_ours(reference.load_into_agent(initial, exact.extra["initial"]), exact, config, settings)
+    float64 = run_reference(torch, ql_diffusion, log, config, settings, indices, exact=exact)
     # Ours in float64 too, on the float64 run's minibatches and draws and with its schedule constants (computed in
     # float32 and cast, as the reference's buffers are before .double()).
-    with jax.enable_x64(True), reference_constants(float64["agent"].actor):
-        ours_float64 = run_ours(as_float64(reference.load_into_agent(initial, float64["initial"])), float64, config)
-    return {
-        "variant": variant, "updates": FLAGS.updates, "grad_norm": config.grad_norm,
-        "ema_start": config.ema_start, "lr_at_last_update": exact["lr"],
-        "seconds": {"reference": round(exact["seconds"], 1), "ours": round(ours["seconds"], 1)},
-        "ours_vs_reference": differences(ours, exact),
-        "reference_float32_vs_float64": differences(exact, float64),
-        "ours_vs_reference_float64": differences(ours, float64),
-        "ours_with_reference_constants_vs_reference_float64": differences(ours_constants, float64),
-        "ours_float64_vs_reference_float64": differences(ours_float64, float64),
-        "action_selection": compare_action_selection(torch, exact["agent"], ours["agent"], data, log),
-    }
+    with jax.enable_x64(True), reference_constants(float64.extra["agent"].actor):
+        ours_float64 = run_ours(as_float64(reference.load_into_agent(initial, float64.extra["initial"])), float64,
+                                config, settings)
+    return variant_report(
+        variant, settings.compared_at, ours, exact, ours_float64, float64,
+        grad_norm=config.grad_norm, ema_start=config.ema_start, lr_at_last_update=exact.extra["lr"],
+        ours_with_reference_constants_vs_reference_float64=differences(ours_constants, float64, settings.compared_at),
+        action_selection=compare_action_selection(torch, exact.extra["agent"], ours.extra["agent"], settings, log))
 
 
-def compare_action_selection(torch, ref, agent: DQLAgent, data: dict, log: list) -> dict:
+def compare_action_selection(torch, ref, agent: DQLAgent, settings: Settings, log: list) -> dict:
     """The reference's sample_action against ours on the same weights, candidates noise and states."""
     agent = reference.load_into_agent(agent, reference.parameter_groups(ref))
     steps = agent.hp.diffusion_steps
     candidates_diff, probability_diff, same_choice = 0.0, 0.0, 0
-    for state in data["observations"][:FLAGS.action_states]:
+    for state in settings.data["observations"][:ACTION_STATES]:
         log.clear()
         chosen = ref.sample_action(state)
         draws = [value for name, value, _ in log if name != "multinomial"]
@@ -373,30 +327,14 @@ def compare_action_selection(torch, ref, agent: DQLAgent, data: dict, log: list)
         candidates_diff = max(candidates_diff, float(np.max(np.abs(np.asarray(candidates[0][int(index[0])]) - chosen))))
         probability_diff = max(probability_diff, float(np.max(np.abs(ours_probabilities - probabilities))))
         same_choice += int(np.argmax(ours_probabilities) == np.argmax(probabilities))
-    return {"states": FLAGS.action_states, "chosen_action_max_abs": candidates_diff,
+    return {"states": ACTION_STATES, "chosen_action_max_abs": candidates_diff,
             "probabilities_max_abs": probability_diff, "same_most_likely_candidate": same_choice}
 
 
-def main(argv):
-    del argv
-    if FLAGS.algo != "dql":
-        raise app.UsageError(f"--algo={FLAGS.algo}: the reference is Diffusion-QL; only --algo=dql compares")
-    torch, ql_diffusion = reference.load_reference(FLAGS.repo)
+def compare(settings: Settings) -> dict:
+    """Every variant (default backup, max-Q backup) of the comparison."""
+    torch, ql_diffusion = reference.load_reference(settings.repo)
     log: list = []
     route_draws(torch, ql_diffusion, log)
-    if FLAGS.dataset:
-        from dql.data import load_dataset
-
-        dataset = load_dataset(FLAGS.dataset)
-        data = {key: np.asarray(getattr(dataset, key), np.float32) for key in
-                ("observations", "actions", "rewards", "next_observations", "dones")}
-    else:
-        data = random_transitions(100_000, FLAGS.obs_dim, FLAGS.act_dim, FLAGS.seed)
-    results = [compare_variant(torch, ql_diffusion, log, data, variant) for variant in FLAGS.variants]
-    print(json.dumps({"benchmark": "reference_parity", "dataset": FLAGS.dataset or "random transitions",
-                      "torch_version": torch.__version__, "jax_version": jax.__version__,
-                      "date": time.strftime("%Y-%m-%d"), "variants": results}, indent=1))
-
-
-if __name__ == "__main__":
-    app.run(main)
+    variants = settings.variants or VARIANTS
+    return {"variants": [compare_variant(torch, ql_diffusion, log, settings, variant) for variant in variants]}
