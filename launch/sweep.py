@@ -90,8 +90,7 @@ class Run:
         if len(self.seeds) > 1:
             argv.append(f"--num_seeds={len(self.seeds)}")
         argv.append(f"--workdir={self.workdir(root)}")
-        argv += [f"--{name}={flag_value(self.train_flags[name])}" for name in TRAIN_FLAG_TYPES
-                 if name in self.train_flags]
+        argv += [f"--{name}={flag_value(value)}" for name, value in self.train_flags.items()]
         argv += [f"--config.{key}={flag_value(value)}" for key, value in self.config.items()]
         return argv
 

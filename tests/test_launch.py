@@ -178,7 +178,7 @@ def test_finished_runs_are_skipped_and_partly_finished_groups_rerun(tmp_path):
 def fake_start(behaviour: dict):
     """start_run's stand-in: a tiny Python process that finishes the run (exit 0), fails or is preempted."""
 
-    def start(run, root, env=None, ignore_signals=()):
+    def start(run, root, env=None, ignore_signals=(), cores=None):
         code = behaviour[run.name]
         script = "import sys, pathlib, time\n"
         if code == "sleep":
