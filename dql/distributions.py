@@ -36,3 +36,24 @@ def tanh_gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Arr
     a = jnp.clip(actions, -1.0 + eps, 1.0 - eps)
     u = jnp.arctanh(a)
     return gaussian_log_prob(mean, log_std, u) - jnp.sum(_log_one_minus_tanh_squared(u), axis=-1)
+
+
+# The form of rlkit's TanhNormal, which the CQL paper's code uses: log(1 - a^2 + epsilon) in place of the exact
+# log(1 - tanh(u)^2), and arctanh of data actions with 1 +- a floored at 1e-6. CQL offers it as an option.
+
+
+def tanh_gaussian_from_noise_with_epsilon(mean: jax.Array, log_std: jax.Array, noise: jax.Array,
+                                          epsilon: float) -> tuple[jax.Array, jax.Array]:
+    """a = tanh(mean + std * noise) and log pi(a) = log N(u) - sum log(1 - a^2 + epsilon) (rlkit's TanhNormal)."""
+    u = mean + jnp.exp(log_std) * noise
+    actions = jnp.tanh(u)
+    log_prob = gaussian_log_prob(mean, log_std, u) - jnp.sum(jnp.log(1.0 - actions * actions + epsilon), axis=-1)
+    return actions, log_prob
+
+
+def tanh_gaussian_log_prob_with_epsilon(mean: jax.Array, log_std: jax.Array, actions: jax.Array,
+                                        epsilon: float) -> jax.Array:
+    """log pi(a) of unit-box actions in rlkit's form: u = 0.5 log(max(1 + a, 1e-6) / max(1 - a, 1e-6)), then
+    log N(u) - sum log(1 - a^2 + epsilon)."""
+    u = 0.5 * jnp.log(jnp.maximum(1.0 + actions, 1e-6) / jnp.maximum(1.0 - actions, 1e-6))
+    return gaussian_log_prob(mean, log_std, u) - jnp.sum(jnp.log(1.0 - actions * actions + epsilon), axis=-1)

@@ -24,7 +24,7 @@ def _baseline_config(algo):
     if algo == "cql":
         overrides["lagrange"] = True
     if algo == "td3bc":
-        overrides["policy_delay"] = 1  # every update moves the actor and the targets
+        overrides["policy_freq"] = 1  # every update moves the actor and the targets
     # Small widths matter beyond speed: IDQL's 256-wide LN_Resnet has gradient entries of ~1e-9 that summation order
     # alone changes, which Adam's first steps (g / (|g| + 1e-8)) turn into parameter gaps of ~3e-5; at width 16 they
     # stay below 1e-6.

@@ -52,6 +52,7 @@ def _batch(rng, n=16, obs_dim=3, act_dim=2):
     }
 
 
+@pytest.mark.slow
 def test_ema_actor_starts_late_and_moves_every_k_steps_critic_target_every_step():
     config = small_config(ema_start=2, ema_every=2, ema_decay=0.9, tau=0.25)
     # Committed to the device like the update's outputs, so the jitted update compiles once.
@@ -133,7 +134,7 @@ def test_bad_hyperparameters_are_named(override, message):
 @pytest.mark.parametrize(
     "algo, override, message",
     [
-        ("td3bc", {"policy_delay": 0}, "--config.policy_delay must be >= 1"),
+        ("td3bc", {"policy_freq": 0}, "--config.policy_freq must be >= 1"),
         ("iql", {"expectile": 1.5}, r"--config.expectile must be in \[0.0, 1.0\]"),
         ("cql", {"num_samples": 0}, "--config.num_samples must be >= 1"),
         ("bc", {"activation": "swish"}, "unknown activation 'swish'"),

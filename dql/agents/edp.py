@@ -21,8 +21,9 @@ Follows the authors' JAX code (github.com/sail-sg/edp, `diffusion/dql.py`, `diff
   updated critics; the target policy follows with the same tau every `ema_every` updates once past `ema_start`
   (EDP's `policy_tgt_freq` 5 after step 1000, counted from 1).
 - Sampling: DPM-Solver ("dpm": `dpm_steps` network calls of order `dpm_order`, `dpm_spacing`, from index T - 1 to
-  index 0, each predicted x0 clipped to the action box as EDP clips the noise) or the ancestral DDPM chain
-  ("ddpm", T calls). The backup's next actions and evaluation use the same sampler.
+  index 0, each noise prediction clipped as EDP clips it, `edp_noise_clip`) or the ancestral DDPM chain ("ddpm", T
+  calls). The backup's next actions and evaluation use the same sampler; as in EDP, DPM-Solver's actions are
+  clipped to the box only in the max-Q backup and when acting.
 - Energy-based action selection (evaluation): `num_action_candidates` draws from the online policy, one chosen
   with probability softmax(min_k Q_k) over them, with the online critics (EDP's `dpmensemble_act`).
 - Networks (EDP's, not Diffusion-QL's): flax default initialisation (lecun-normal kernels, zero biases); time
@@ -128,6 +129,21 @@ def one_step_actions(schedule: DiffusionSchedule, noisy_actions, t, eps, max_act
     return jnp.clip(predict_x0_from_eps(schedule, noisy_actions, t, eps), -max_action, max_action)
 
 
+def edp_noise_clip(schedule: DiffusionSchedule, eps, x, model_time, max_action) -> jax.Array:
+    """EDP's noise clipping inside DPM-Solver: eps limited to [(-m + x_w x) / e_w, (m + x_w x) / e_w], so that the
+    x_0 = x_w x - e_w eps it implies lies in the box, with x_w = sqrt(1 / abar_n), e_w = sqrt(1 / abar_n - 1) at the
+    discrete step n = int(model_time): the solver's fractional time truncated, as EDP's wrapped model does.
+
+    Stages that fall on a step (666 and 333 of EDP's 15 calls over T = 1000) are truncated to that step, as exact
+    arithmetic and EDP's float64 run have it: times within 1e-3 below an integer count as the integer, so that the
+    rounding of the time grid (float32's 665.99994, or float64's 665.9999999999999) cannot drop a whole step.
+    """
+    n = (model_time + 1e-3).astype(jnp.int32)
+    x_w = jnp.asarray(schedule.sqrt_recip_alphas_cumprod, x.dtype)[n][:, None]
+    e_w = jnp.asarray(schedule.sqrt_recipm1_alphas_cumprod, x.dtype)[n][:, None]
+    return jnp.clip(eps, (-max_action + x_w * x) / e_w, (max_action + x_w * x) / e_w)
+
+
 def target_policy_due(step, ema_start: int, ema_every: int):
     """Whether the update at 0-based `step` moves the target policy: EDP counts updates from 1 and moves it on
     updates k > ema_start with k % ema_every == 0 (k = 1005, 1010, ... for its 1000 and 5)."""
@@ -221,18 +237,29 @@ class EDPAgent(struct.PyTreeNode):
         """K: the noise draws one chain takes (1 for DPM-Solver, T + 1 for DDPM)."""
         return 1 if self.hp.sampler == "dpm" else self.hp.diffusion_steps + 1
 
-    def sample_with_noise(self, params, observations: jax.Array, noise: jax.Array) -> jax.Array:
-        """The sampler's actions from noise [B, K, A] (see EDPNoise), clipped to the action box."""
+    def sample_with_noise(self, params, observations: jax.Array, noise: jax.Array, clip: bool = True) -> jax.Array:
+        """The sampler's actions from noise [B, K, A] (see EDPNoise), clipped to the action box when `clip`.
+
+        DPM-Solver as EDP runs it (`DiffusionPolicy.dpm_sample`): each noise prediction clipped so that the x_0 it
+        implies at the truncated step lies in the box (`edp_noise_clip`), the result not clipped (the solver stops
+        at index 0, sqrt(1 - abar_1) = 0.01 of noise short of x_0, so it can leave the box by a little). DDPM clips
+        every predicted x_0 and lands in the box.
+        """
         hp = self.hp
+        schedule = self.schedule
+        max_action = jnp.asarray(hp.max_action, noise.dtype)
 
         def eps_fn(x, t, s):
             return self.actor.apply_fn(params, x, t, s)
 
-        max_action = jnp.asarray(hp.max_action, jnp.float32)
         if hp.sampler == "dpm":
-            return dpm_solver_sample(eps_fn, self.schedule, observations, noise[:, 0], hp.dpm_steps, hp.dpm_order,
-                                     max_action, spacing=hp.dpm_spacing)
-        return sample(eps_fn, self.schedule, observations, noise[:, 0], jnp.swapaxes(noise[:, 1:], 0, 1), max_action)
+            def clipped_eps_fn(x, t, s):
+                return edp_noise_clip(schedule, eps_fn(x, t, s), x, t, max_action)
+
+            x = dpm_solver_sample(clipped_eps_fn, schedule, observations, noise[:, 0], hp.dpm_steps, hp.dpm_order,
+                                  spacing=hp.dpm_spacing)
+            return jnp.clip(x, -max_action, max_action) if clip else x
+        return sample(eps_fn, schedule, observations, noise[:, 0], jnp.swapaxes(noise[:, 1:], 0, 1), max_action)
 
     def sample_actor(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
         """One draw per state from the online policy, with no critic involved."""
@@ -246,14 +273,16 @@ class EDPAgent(struct.PyTreeNode):
         noise = jax.random.normal(noise_key, (batch * n, self.chain_noise_length, len(self.hp.max_action)))
         candidates, q = self.action_candidates(observations, noise)
         choice = jax.random.categorical(choice_key, q, axis=-1)
-        return candidates[jnp.arange(batch), choice]
+        max_action = jnp.asarray(self.hp.max_action, candidates.dtype)
+        return jnp.clip(candidates[jnp.arange(batch), choice], -max_action, max_action)
 
     def action_candidates(self, observations: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(candidates [B, N, A] of the online policy from noise [B N, K, A], their min_k Q_k [B, N] under the online
-        critics, as EDP's evaluation uses its train_params)."""
+        critics, as EDP's evaluation (`dpmensemble_act`) takes them: its train_params, the sampler's actions as they
+        come (sample_actions clips the chosen one to the box)."""
         batch, n = observations.shape[0], self.hp.num_action_candidates
         repeated = jnp.repeat(observations, n, axis=0)
-        candidates = self.sample_with_noise(self.actor.params, repeated, noise)
+        candidates = self.sample_with_noise(self.actor.params, repeated, noise, clip=False)
         q = self.critic.apply_fn(self.critic.params, repeated, candidates).min(axis=0).reshape(batch, n)
         return candidates.reshape(batch, n, -1), q
 
@@ -285,8 +314,10 @@ class EDPAgent(struct.PyTreeNode):
         head takes the max over its n a' per state before the min over heads. next_action_noise: [B, n, K, A]."""
         local_batch, n_backup = next_action_noise.shape[:2]
         next_observations = jnp.repeat(batch["next_observations"], n_backup, axis=0)
+        # EDP clips the next actions in its max-Q backup only (get_value_loss).
         next_actions = self.sample_with_noise(self.actor_target_params, next_observations,
-                                              next_action_noise.reshape(-1, *next_action_noise.shape[2:]))
+                                              next_action_noise.reshape(-1, *next_action_noise.shape[2:]),
+                                              clip=self.hp.max_q_backup)
         target_q = self.critic.apply_fn(self.critic_target_params, next_observations, next_actions)
         target_q = target_q.reshape(2, local_batch, n_backup).max(axis=-1).min(axis=0)
         return batch["rewards"] + self.hp.discount * (1.0 - batch["dones"]) * target_q
@@ -341,7 +372,7 @@ class EDPAgent(struct.PyTreeNode):
     def update_with_noise(self, batch: common.Batch, noise: EDPNoise) -> tuple["EDPAgent", dict[str, jax.Array]]:
         """One update with given randomness (`draw_noise`'s or any other)."""
         hp = self.hp
-        bound = hp.action_clip * jnp.asarray(hp.max_action, jnp.float32)
+        bound = hp.action_clip * jnp.asarray(hp.max_action, batch["actions"].dtype)
         batch = dict(batch, actions=jnp.clip(batch["actions"], -bound, bound))
         observations, actions = batch["observations"], batch["actions"]
         metrics = {}

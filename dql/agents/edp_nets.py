@@ -15,11 +15,12 @@ from dql.nets import activation_by_name
 
 
 
-def edp_time_embedding(t: jax.Array, dim: int) -> jax.Array:
-    """EDP's sinusoidal embedding of (possibly fractional) steps: [cos(t f_k), sin(t f_k)], f_k = 10000^(-k/(d/2))."""
+def edp_time_embedding(t: jax.Array, dim: int, dtype=jnp.float32) -> jax.Array:
+    """EDP's sinusoidal embedding of (possibly fractional) steps: [cos(t f_k), sin(t f_k)], f_k = 10000^(-k/(d/2)),
+    in `dtype` (the network's: float32, or float64 where a parity check runs in double precision)."""
     half = dim // 2
-    frequencies = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
-    angles = jnp.asarray(t, jnp.float32)[..., None] * frequencies
+    frequencies = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=dtype) / half)
+    angles = jnp.asarray(t, dtype)[..., None] * frequencies
     return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
@@ -54,7 +55,8 @@ class EDPNoiseNet(nn.Module):
     @nn.compact
     def __call__(self, noisy_actions: jax.Array, t: jax.Array, observations: jax.Array) -> jax.Array:
         act = activation_by_name(self.activation)
-        t_emb = nn.Dense(self.time_dim)(act(nn.Dense(2 * self.time_dim)(edp_time_embedding(t, self.time_dim))))
+        embedding = edp_time_embedding(t, self.time_dim, noisy_actions.dtype)
+        t_emb = nn.Dense(self.time_dim)(act(nn.Dense(2 * self.time_dim)(embedding)))
         x = jnp.concatenate([observations, noisy_actions, t_emb], axis=-1)
         return EDPMLP(self.hidden_dims, self.action_dim, self.activation, self.layer_norm)(x)
 
@@ -88,15 +90,18 @@ class EDPValue(nn.Module):
 
 def clip_by_head_norm(max_norm: float) -> optax.GradientTransformation:
     """clip_by_global_norm applied to each head of an nn.vmap ensemble on its own (every leaf's axis 0 is the head):
-    what EDP gets from one optimiser per critic."""
+    what EDP gets from one optimiser per critic. Each head's leaves become (g / norm) * max_norm where its norm
+    reaches max_norm, optax's arithmetic."""
 
     def update_fn(updates, state, params=None):
         del params
         leaves = jax.tree_util.tree_leaves(updates)
-        squares = sum(jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1) for g in leaves)
-        norm = jnp.sqrt(squares)  # [heads]
-        scale = jnp.where(norm < max_norm, 1.0, max_norm / jnp.maximum(norm, 1e-30))
-        return jax.tree_util.tree_map(lambda g: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype),
-                                      updates), state
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1) for g in leaves))  # [heads]
+
+        def clip(g):
+            head_norm = norm.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype)
+            return jnp.where(head_norm < max_norm, g, (g / head_norm) * max_norm)
+
+        return jax.tree_util.tree_map(clip, updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)

@@ -200,26 +200,36 @@ class FQLAgent(struct.PyTreeNode):
         q = self.critic.apply_fn(params, observations, actions)
         return jnp.mean(jnp.square(q - backup[None])), q
 
+    def draw_noise(self, step_key: jax.Array, local_batch: int) -> "FQLNoise":
+        """The randomness of one update, from per-example keys so that a batch split over devices draws the same
+        numbers as on one device."""
+        action_dim = len(self.hp.max_action)
+        keys = jax.vmap(lambda k: jax.random.split(k, 4))(common.per_example_keys(step_key, local_batch,
+                                                                                  self.hp.axis_name))
+        return FQLNoise(next_actions=common.per_example_normal(keys[:, 0], (action_dim,)),
+                        flow=common.per_example_normal(keys[:, 1], (action_dim,)),
+                        times=jax.vmap(lambda k: jax.random.uniform(k, (1,)))(keys[:, 2]),
+                        policy=common.per_example_normal(keys[:, 3], (action_dim,)))
+
     def update(self, batch: common.Batch) -> tuple["FQLAgent", dict[str, Any]]:
+        rng, step_key = jax.random.split(self.rng)
+        noise = self.draw_noise(step_key, batch["actions"].shape[0])
+        return self.replace(rng=rng).update_with_noise(batch, noise)
+
+    def update_with_noise(self, batch: common.Batch, noise: "FQLNoise") -> tuple["FQLAgent", dict[str, Any]]:
+        """One update with given randomness (`draw_noise`'s, or another implementation's for a parity check)."""
         hp = self.hp
         observations = batch["observations"]
         bound = 1.0 - hp.action_clip_eps
         unit_actions = jnp.clip(batch["actions"] / jnp.asarray(hp.max_action), -bound, bound)
-        batch_size, action_dim = unit_actions.shape
-        rng, step_key = jax.random.split(self.rng)
-        keys = jax.vmap(lambda k: jax.random.split(k, 4))(common.per_example_keys(step_key, batch_size, hp.axis_name))
-        next_noise = common.per_example_normal(keys[:, 0], (action_dim,))
-        flow_noise = common.per_example_normal(keys[:, 1], (action_dim,))
-        times = jax.vmap(lambda k: jax.random.uniform(k, (1,)))(keys[:, 2])
-        noise = common.per_example_normal(keys[:, 3], (action_dim,))
 
-        backup = self.critic_targets(batch["next_observations"], batch["rewards"], batch["dones"], next_noise)
+        backup = self.critic_targets(batch["next_observations"], batch["rewards"], batch["dones"], noise.next_actions)
         (critic_loss, q), critic_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
             self.critic.params, observations, unit_actions, backup)
         flow_loss, flow_grads = jax.value_and_grad(self.flow_loss)(
-            self.flow.params, observations, unit_actions, times, flow_noise)
+            self.flow.params, observations, unit_actions, noise.times, noise.flow)
         (actor_loss, aux), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
-            self.actor.params, observations, noise)
+            self.actor.params, observations, noise.policy)
 
         critic = self.critic.apply_gradients(grads=common.pmean(critic_grads, hp.axis_name))
         flow = self.flow.apply_gradients(grads=common.pmean(flow_grads, hp.axis_name))
@@ -232,5 +242,16 @@ class FQLAgent(struct.PyTreeNode):
             "q_mean": jnp.mean(q), "target_q_mean": jnp.mean(backup),
             "mse": jnp.mean(jnp.square(jnp.clip(aux["actions"], -1.0, 1.0) - unit_actions)),
         }, hp.axis_name)
-        agent = self.replace(flow=flow, actor=actor, critic=critic, critic_target_params=critic_target, rng=rng)
+        agent = self.replace(flow=flow, actor=actor, critic=critic, critic_target_params=critic_target)
         return agent, metrics
+
+
+class FQLNoise(struct.PyTreeNode):
+    """The random inputs of one FQL update, each [B, A] standard normal unless noted: next_actions, the one-step
+    policy's noise z' for the backup; flow and times [B, 1] (uniform on [0, 1)), the flow-matching loss's z and t;
+    policy, the noise z shared by the one-step policy and the flow in the distillation and Q losses."""
+
+    next_actions: jax.Array
+    flow: jax.Array
+    times: jax.Array
+    policy: jax.Array

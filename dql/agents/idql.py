@@ -113,13 +113,16 @@ def _xavier():
     return nn.initializers.xavier_uniform()
 
 
-def per_example_dropout(x: jax.Array, rate: float, keys: jax.Array | None, index: int) -> jax.Array:
-    """Inverted dropout with one mask per example drawn from its key (folded with `index`, the layer's number), so a
-    batch split over devices draws the same masks; identity without keys (evaluation) or at rate 0."""
-    if keys is None or rate == 0.0:
-        return x
-    keep = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, index), 1.0 - rate, x.shape[1:]))(keys)
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
+def per_example_dropout_masks(keys: jax.Array, rate: float, num_blocks: int, width: int) -> jax.Array | None:
+    """Keep masks [num_blocks, B, width] of inverted dropout, one per example and block drawn from the example's key
+    folded with the block's number, so a batch split over devices draws the same masks; None at rate 0."""
+    if rate == 0.0:
+        return None
+
+    def block_masks(block):
+        return jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, block), 1.0 - rate, (width,)))(keys)
+
+    return jnp.stack([block_masks(block) for block in range(num_blocks)])
 
 
 class IDQLMLP(nn.Module):
@@ -155,17 +158,19 @@ class IDQLScoreNet(nn.Module):
     activation: str
 
     @nn.compact
-    def __call__(self, observations, noisy_actions, times, dropout_keys=None) -> jax.Array:
+    def __call__(self, observations, noisy_actions, times, dropout_masks=None) -> jax.Array:
+        """dropout_masks: [num_blocks, B, hidden_dim] keep masks (`per_example_dropout_masks`); None: no dropout."""
         act = ACTOR_ACTIVATIONS[self.activation]
-        # FourierFeatures(learnable): f = 2 pi t W^T, W [time_dim / 2, 1] ~ N(0, 0.2^2).
+        # FourierFeatures(learnable): f = 2 pi t W^T, W [time_dim / 2, 1] ~ N(0, 0.2^2), in W's dtype.
         w = self.param("fourier_kernel", nn.initializers.normal(0.2), (self.time_dim // 2, times.shape[-1]))
-        f = 2.0 * jnp.pi * times.astype(jnp.float32) @ w.T
+        f = 2.0 * jnp.pi * times.astype(w.dtype) @ w.T
         cond = IDQLMLP((2 * self.time_dim, 2 * self.time_dim), self.activation)(
             jnp.concatenate([jnp.cos(f), jnp.sin(f)], axis=-1))
         x = nn.Dense(self.hidden_dim, kernel_init=_xavier())(jnp.concatenate([noisy_actions, observations, cond], -1))
         for block in range(self.num_blocks):  # MLPResNetBlock
             residual = x
-            x = per_example_dropout(x, self.dropout, dropout_keys, block)
+            if dropout_masks is not None:  # flax's Dropout: kept entries scaled by 1 / (1 - rate)
+                x = jnp.where(dropout_masks[block], x / (1.0 - self.dropout), 0.0)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             hidden = act(nn.Dense(4 * self.hidden_dim)(x))
@@ -252,6 +257,15 @@ def idql_sample(eps_fn, schedule: DiffusionSchedule, observations, initial_noise
 # ----------------------------------------------------------------------------------------------------- agent
 
 
+class IDQLNoise(struct.PyTreeNode):
+    """The random inputs of one IDQL update: bc_steps [B] and bc_noise [B, A], the noised dataset action's step and
+    noise; dropout_masks [num_blocks, B, actor_hidden_dim] (None without dropout), the LN_Resnet blocks' keep masks."""
+
+    bc_steps: jax.Array
+    bc_noise: jax.Array
+    dropout_masks: jax.Array | None
+
+
 class IDQLAgent(struct.PyTreeNode):
     actor: TrainState  # the behaviour policy's score (noise) network
     actor_target_params: Any  # its EMA, which samples
@@ -326,10 +340,10 @@ class IDQLAgent(struct.PyTreeNode):
         return candidates[jnp.arange(batch), choice] * jnp.asarray(self.hp.max_action)
 
     # ------------------------------------------------------------------------------------------------ losses
-    def actor_loss(self, params, observations, actions, t, noise, dropout_keys) -> jax.Array:
-        """Batch mean of ||eps(s, a_t, t) - eps||^2 (summed over action dimensions), dropout on."""
+    def actor_loss(self, params, observations, actions, t, noise, dropout_masks) -> jax.Array:
+        """Batch mean of ||eps(s, a_t, t) - eps||^2 (summed over action dimensions), with the dropout masks."""
         noisy_actions = q_sample(self.schedule, actions, t, noise)
-        eps = self.actor.apply_fn(params, observations, noisy_actions, t[:, None].astype(jnp.float32), dropout_keys)
+        eps = self.actor.apply_fn(params, observations, noisy_actions, t[:, None].astype(jnp.float32), dropout_masks)
         return jnp.mean(jnp.sum(jnp.square(eps - noise), axis=-1))
 
     def value_loss(self, params, observations, target_q) -> tuple[jax.Array, jax.Array]:
@@ -341,20 +355,33 @@ class IDQLAgent(struct.PyTreeNode):
         q = self.critic.apply_fn(params, observations, actions)
         return jnp.mean(jnp.square(q - backup[None])), q
 
+    def draw_noise(self, step_key: jax.Array, local_batch: int) -> IDQLNoise:
+        """All the randomness of one update from per-example keys, so a batch split over devices draws the same."""
+        hp = self.hp
+        keys = jax.vmap(lambda k: jax.random.split(k, 3))(common.per_example_keys(step_key, local_batch, hp.axis_name))
+        return IDQLNoise(
+            bc_steps=jax.vmap(lambda k: jax.random.randint(k, (), 0, hp.diffusion_steps))(keys[:, 0]),
+            bc_noise=common.per_example_normal(keys[:, 1], (len(hp.max_action),)),
+            dropout_masks=per_example_dropout_masks(keys[:, 2], hp.actor_dropout, hp.actor_num_blocks,
+                                                    hp.actor_hidden_dim),
+        )
+
     def update(self, batch: common.Batch) -> tuple["IDQLAgent", dict[str, jax.Array]]:
+        rng, step_key = jax.random.split(self.rng)
+        noise = self.draw_noise(step_key, batch["actions"].shape[0])
+        return self.replace(rng=rng).update_with_noise(batch, noise)
+
+    def update_with_noise(self, batch: common.Batch, noise: IDQLNoise) -> tuple["IDQLAgent", dict[str, jax.Array]]:
+        """One update with given randomness (`draw_noise`'s, or another implementation's for a parity check)."""
         hp = self.hp
         observations = batch["observations"]
         bound = 1.0 - hp.action_clip_eps
         actions = jnp.clip(batch["actions"] / jnp.asarray(hp.max_action), -bound, bound)
-        batch_size, action_dim = actions.shape
-        rng, step_key = jax.random.split(self.rng)
-        keys = jax.vmap(lambda k: jax.random.split(k, 3))(common.per_example_keys(step_key, batch_size, hp.axis_name))
-        t = jax.vmap(lambda k: jax.random.randint(k, (), 0, hp.diffusion_steps))(keys[:, 0])
-        noise = common.per_example_normal(keys[:, 1], (action_dim,))
 
         # ---- behaviour policy and its EMA
-        actor_loss, actor_grads = jax.value_and_grad(self.actor_loss)(self.actor.params, observations, actions, t,
-                                                                      noise, keys[:, 2])
+        actor_loss, actor_grads = jax.value_and_grad(self.actor_loss)(self.actor.params, observations, actions,
+                                                                      noise.bc_steps, noise.bc_noise,
+                                                                      noise.dropout_masks)
         actor = self.actor.apply_gradients(grads=common.pmean(actor_grads, hp.axis_name))
         actor_target_params = common.soft_update(self.actor_target_params, actor.params, hp.actor_tau)
 
@@ -378,5 +405,5 @@ class IDQLAgent(struct.PyTreeNode):
             "adv_positive": jnp.mean((target_q - v) > 0),
         }, hp.axis_name)
         agent = self.replace(actor=actor, actor_target_params=actor_target_params, critic=critic,
-                             critic_target_params=critic_target_params, value=value, rng=rng)
+                             critic_target_params=critic_target_params, value=value)
         return agent, metrics

@@ -186,7 +186,19 @@ class ReBRACAgent(TD3BCAgent):
                                              self.hp.axis_name)
         return loss, (penalty, lam)
 
+    def draw_noise(self, step_key: jax.Array, local_batch: int) -> "ReBRACNoise":
+        """The randomness of one update (the target policy's smoothing noise), from per-example keys so that a batch
+        split over devices draws the same numbers as on one device."""
+        keys = common.per_example_keys(step_key, local_batch, self.hp.axis_name)
+        return ReBRACNoise(target_policy=common.per_example_normal(keys, (len(self.hp.max_action),)))
+
     def update(self, batch: common.Batch) -> tuple["ReBRACAgent", dict[str, Any]]:
+        rng, step_key = jax.random.split(self.rng)
+        noise = self.draw_noise(step_key, batch["actions"].shape[0])
+        return self.replace(rng=rng).update_with_noise(batch, noise)
+
+    def update_with_noise(self, batch: common.Batch, noise: "ReBRACNoise") -> tuple["ReBRACAgent", dict[str, Any]]:
+        """One update with given randomness (`draw_noise`'s, or another implementation's for a parity check)."""
         hp = self.hp
         if "next_actions" not in batch:
             raise KeyError("--algo=rebrac needs the dataset's next actions in every batch (batch['next_actions']: "
@@ -196,12 +208,9 @@ class ReBRACAgent(TD3BCAgent):
         next_observations = self._normalize(batch["next_observations"])
         unit_actions = batch["actions"] / max_action
         next_dataset_actions = batch["next_actions"] / max_action
-        rng, step_key = jax.random.split(self.rng)
-        keys = common.per_example_keys(step_key, unit_actions.shape[0], hp.axis_name)
-        noise = common.per_example_normal(keys, unit_actions.shape[1:])
 
         backup, _ = self.critic_targets(next_observations, next_dataset_actions, hp.reward_scale * batch["rewards"],
-                                        batch["dones"], noise)
+                                        batch["dones"], noise.target_policy)
         (critic_loss, q), critic_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
             self.critic.params, observations, unit_actions, backup)
         critic = self.critic.apply_gradients(grads=common.pmean(critic_grads, hp.axis_name))
@@ -221,5 +230,12 @@ class ReBRACAgent(TD3BCAgent):
             "q_mean": jnp.mean(q.min(axis=0)), "target_q_mean": jnp.mean(backup),
         }, hp.axis_name)
         agent = self.replace(actor=actor, actor_target_params=actor_target, critic=critic,
-                             critic_target_params=critic_target, rng=rng, step=self.step + 1)
+                             critic_target_params=critic_target, step=self.step + 1)
         return agent, metrics
+
+
+class ReBRACNoise(struct.PyTreeNode):
+    """The random inputs of one ReBRAC update: target_policy [B, A], standard normal draws that critic_targets
+    scales by policy_noise and clips at noise_clip."""
+
+    target_policy: jax.Array

@@ -13,11 +13,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
-from dql.distributions import tanh_gaussian_from_noise
+from dql.distributions import (tanh_gaussian_from_noise, tanh_gaussian_from_noise_with_epsilon,
+                               tanh_gaussian_log_prob, tanh_gaussian_log_prob_with_epsilon)
 from dql.nets import CriticEnsemble, GaussianPolicy
 
 
@@ -36,53 +38,94 @@ class SACHyperparams(common.Hyperparams):
         self.require(positive=("lr", "critic_lr", "alpha_lr"), unit_interval=("discount", "tau"))
 
 
-def tanh_policy(actor: TrainState, params, observations: jax.Array, noise: jax.Array):
-    """Unit-box actions and their log-densities for noise [B, ..., A] drawn per example (B observations)."""
+def tanh_policy(actor: TrainState, params, observations: jax.Array, noise: jax.Array,
+                log_density_epsilon: float = 0.0):
+    """Unit-box actions and their log-densities for noise [B, ..., A] drawn per example (B observations).
+
+    log_density_epsilon > 0: the log-density in rlkit's form, log(1 - a^2 + epsilon) for the tanh (CQL's option);
+    0: the exact one."""
     mean, log_std = actor.apply_fn(params, observations)
     expand = (slice(None),) + (None,) * (noise.ndim - mean.ndim)
+    if log_density_epsilon > 0:
+        return tanh_gaussian_from_noise_with_epsilon(mean[expand], log_std[expand], noise, log_density_epsilon)
     return tanh_gaussian_from_noise(mean[expand], log_std[expand], noise)
 
 
+def data_log_prob(actor: TrainState, params, observations: jax.Array, actions: jax.Array,
+                  log_density_epsilon: float = 0.0) -> jax.Array:
+    """log pi(a | s) of given unit-box actions (behaviour cloning), in the form `tanh_policy` uses."""
+    mean, log_std = actor.apply_fn(params, observations)
+    if log_density_epsilon > 0:
+        return tanh_gaussian_log_prob_with_epsilon(mean, log_std, actions, log_density_epsilon)
+    return tanh_gaussian_log_prob(mean, log_std, actions)
+
+
 def actor_and_temperature_step(actor: TrainState, log_alpha: TrainState, critic: TrainState,
-                               observations: jax.Array, noise: jax.Array, axis_name: str | None):
-    """One SAC actor step against `critic` and one entropy-temperature step; returns them and their metrics."""
-    alpha = jnp.exp(log_alpha.params["value"])
+                               observations: jax.Array, noise: jax.Array, axis_name: str | None, *,
+                               temperature_first: bool = False, log_density_epsilon: float = 0.0,
+                               data_actions: jax.Array | None = None, clone: jax.Array | bool = False):
+    """One SAC actor step against `critic` and one entropy-temperature step; returns them and their metrics.
+
+    Options (CQL's): temperature_first steps the temperature first and the actor with the new one (the CQL paper's
+    order); log_density_epsilon as in `tanh_policy`; with data_actions, the actor maximises log pi(data action)
+    instead of Q while `clone` holds (behaviour cloning for the first updates).
+    """
     target_entropy = -float(noise.shape[-1])
 
+    def alpha_step(log_alpha, log_prob):
+        def alpha_loss_fn(log_alpha_params):
+            return -jnp.mean(log_alpha_params["value"] * jax.lax.stop_gradient(log_prob + target_entropy))
+
+        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(log_alpha.params)
+        return log_alpha.apply_gradients(grads=common.pmean(alpha_grad, axis_name)), alpha_loss
+
+    if temperature_first:
+        _, log_prob = tanh_policy(actor, actor.params, observations, noise, log_density_epsilon)
+        log_alpha, alpha_loss = alpha_step(log_alpha, log_prob)
+    alpha = jnp.exp(log_alpha.params["value"])
+
     def actor_loss_fn(params):
-        actions, log_prob = tanh_policy(actor, params, observations, noise)
+        actions, log_prob = tanh_policy(actor, params, observations, noise, log_density_epsilon)
         q = critic.apply_fn(critic.params, observations, actions).min(axis=0)
+        if data_actions is not None:
+            q = jnp.where(clone, data_log_prob(actor, params, observations, data_actions, log_density_epsilon), q)
         return jnp.mean(alpha * log_prob - q), log_prob
 
     (actor_loss, log_prob), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(actor.params)
     actor = actor.apply_gradients(grads=common.pmean(actor_grads, axis_name))
-
-    def alpha_loss_fn(log_alpha_params):
-        return -jnp.mean(log_alpha_params["value"] * jax.lax.stop_gradient(log_prob + target_entropy))
-
-    alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(log_alpha.params)
-    log_alpha = log_alpha.apply_gradients(grads=common.pmean(alpha_grad, axis_name))
+    if not temperature_first:
+        log_alpha, alpha_loss = alpha_step(log_alpha, log_prob)
     metrics = {"actor_loss": actor_loss, "alpha": alpha, "alpha_loss": alpha_loss, "entropy": -jnp.mean(log_prob)}
     return actor, log_alpha, metrics
 
 
-def scalar_state(value: float, lr: float) -> TrainState:
+def adam(lr: float, like_torch: bool = False) -> optax.GradientTransformation:
+    """optax's Adam, or with like_torch torch's (its bias corrections; `common.make_optimizer`)."""
+    return common.make_optimizer(optax.constant_schedule(lr), 0.0, like_torch=True) if like_torch else optax.adam(lr)
+
+
+def scalar_state(value: float, lr: float, like_torch: bool = False) -> TrainState:
     # Scalars held as {"value": x}: flax's TrainState expects a dict of parameters.
-    return common.make_train_state(None, {"value": jnp.asarray(value, jnp.float32)}, optax.adam(lr))
+    return common.make_train_state(None, {"value": jnp.asarray(value, jnp.float32)}, adam(lr, like_torch))
 
 
-def sac_parts(rng, observation_dim: int, action_dim: int, hp) -> dict:
-    """Tanh-Gaussian actor, twin critics and their target copy, entropy temperature: what SAC and CQL both hold."""
+def sac_parts(rng, observation_dim: int, action_dim: int, hp, actor_net: nn.Module | None = None,
+              like_torch: bool = False) -> dict:
+    """Tanh-Gaussian actor, twin critics and their target copy, entropy temperature: what SAC and CQL both hold.
+
+    actor_net: another policy network returning (mean, log_std) (CQL's options); like_torch: torch's Adam
+    (`common.make_optimizer(..., like_torch=True)`), for agents compared with PyTorch code."""
     rng, actor_key, critic_key = jax.random.split(rng, 3)
     observations, actions = jnp.zeros((1, observation_dim)), jnp.zeros((1, action_dim))
-    actor_net = GaussianPolicy(action_dim, hp.hidden_dims, hp.activation)
+    actor_net = actor_net or GaussianPolicy(action_dim, hp.hidden_dims, hp.activation)
     critic_net = CriticEnsemble(hp.hidden_dims, num_heads=2, activation=hp.activation)
     critic_params = critic_net.init(critic_key, observations, actions)
     return {
-        "actor": common.make_train_state(actor_net.apply, actor_net.init(actor_key, observations), optax.adam(hp.lr)),
-        "critic": common.make_train_state(critic_net.apply, critic_params, optax.adam(hp.critic_lr)),
+        "actor": common.make_train_state(actor_net.apply, actor_net.init(actor_key, observations),
+                                         adam(hp.lr, like_torch)),
+        "critic": common.make_train_state(critic_net.apply, critic_params, adam(hp.critic_lr, like_torch)),
         "critic_target_params": jax.tree_util.tree_map(jnp.copy, critic_params),
-        "log_alpha": scalar_state(0.0, hp.alpha_lr),
+        "log_alpha": scalar_state(0.0, hp.alpha_lr, like_torch),
         "rng": rng,
     }
 

@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.tau = 0.005
     config.policy_noise = 0.2
     config.noise_clip = 0.5
-    config.policy_delay = 2
+    config.policy_freq = 2  # TD3_BC's name (--policy_freq), which ReBRAC keeps too
     config.hidden_dims = (256, 256)
     config.activation = "relu"
     return config
