@@ -1,4 +1,5 @@
-"""Compare finished runs: `python -m experiments.report DIR... [--out=report] [--bootstrap=2000] [--seed=0]`.
+"""Compare finished runs: `python -m experiments.report DIR... [--out=report] [--versus=ALGO] [--bootstrap=2000]
+[--seed=0]`.
 
 A DIR may be a run folder or any folder above run folders (a sweep's root): every folder below it holding a
 `config.json` is a run, at any depth, except a folder whose `seed_<n>/` subfolders hold runs (a multi-seed
@@ -12,6 +13,8 @@ Writes `<out>/report.md`:
   optimality gap (threshold 100, expert level) with 95% stratified-bootstrap confidence intervals, and for each
   pair of algorithms the probability of improvement with its interval, all computed by rliable (Agarwal et al.
   2021, "Deep RL at the edge of the statistical precipice");
+- at every evaluation step the runs share: each algorithm's IQM with its interval, and with `--versus=ALGO` the
+  probability that ALGO beats each other algorithm;
 and `<out>/performance_profile.png` (fraction of runs scoring above tau, with 95% bands) and
 `<out>/curves_<dataset>.png` (evaluation score against steps, mean ± standard error over seeds).
 
@@ -38,6 +41,7 @@ from experiments.runs import check_one_file_per_dataset, find_runs, load_run  # 
 
 flags.adopt_module_key_flags(estimates)  # --bootstrap, --seed
 flags.DEFINE_string("out", "report", "Folder for report.md, performance_profile.png and the learning curves.")
+flags.DEFINE_string("versus", None, "An algorithm to set against every other: P(it > X) at every evaluation.")
 FLAGS = flags.FLAGS
 
 # ------------------------------------------------------------------------------------------- score matrices
@@ -50,6 +54,11 @@ class ScoreMatrices(NamedTuple):
     by_algo: dict[str, np.ndarray]
     tasks: list[str]
     notes: list[str]
+
+
+def at_step(runs: list[dict], step: int) -> list[dict]:
+    """The runs as they stood at evaluation `step`: their score there (runs not evaluated at it are left out)."""
+    return [{**run, "score": dict(zip(*run["curve"]))[step]} for run in runs if step in run["curve"][0]]
 
 
 def score_matrices(runs: list[dict]) -> ScoreMatrices:
@@ -158,8 +167,36 @@ def aggregate_section(scores: ScoreMatrices, reps: int, seed: int) -> list[str]:
     return lines
 
 
-def build_report(runs: list[dict], reps: int, seed: int = 0) -> str:
-    lines = dataset_table(runs) + aggregate_section(score_matrices(runs), reps, seed)
+def evaluation_section(runs: list[dict], reps: int, seed: int, versus: str | None) -> list[str]:
+    """At every evaluation step all runs share: each algorithm's IQM with its 95% interval and, with `versus`,
+    P(versus > X) for every other algorithm X (rliable, over the aggregated datasets)."""
+    steps = sorted(set.intersection(*(set(run["curve"][0]) for run in runs)))
+    matrices = {step: score_matrices(at_step(runs, step)) for step in steps}
+    matrices = {step: scores for step, scores in matrices.items() if scores.tasks}
+    if len(matrices) < 2:
+        return []
+    algos = sorted(next(iter(matrices.values())).by_algo)
+    lines = ["", "## At every evaluation (rliable IQM [95% CI], over the aggregated datasets)", "",
+             "| step | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
+    for step, scores in matrices.items():
+        estimates = aggregate_estimates(scores.by_algo, reps, seed)
+        lines.append(f"| {step} | " + " | ".join(_interval(*estimates[a]["IQM"]) for a in algos) + " |")
+    if versus is None:
+        return lines
+    others = [algo for algo in algos if algo != versus]
+    lines += ["", f"P({versus} > X) at every evaluation (rliable, 95% CI):", "",
+              "| step | " + " | ".join(f"P({versus} > {x})" for x in others) + " |", "|---|" + "---|" * len(others)]
+    for step, scores in matrices.items():
+        improvement = improvement_estimates(scores.by_algo, [(versus, x) for x in others], reps, seed)
+        lines.append(f"| {step} | " + " | ".join(_interval(*improvement[(versus, x)], digits=2) for x in others) + " |")
+    return lines
+
+
+def build_report(runs: list[dict], reps: int, seed: int = 0, versus: str | None = None) -> str:
+    if versus is not None and versus not in {run["algo"] for run in runs}:
+        raise SystemExit(f"error: --versus={versus}: no run of that algorithm among the given folders")
+    lines = (dataset_table(runs) + aggregate_section(score_matrices(runs), reps, seed)
+             + evaluation_section(runs, reps, seed, versus))
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -239,7 +276,7 @@ def main(argv):
     check_one_file_per_dataset(runs)
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(runs, FLAGS.bootstrap, FLAGS.seed)
+    report = build_report(runs, FLAGS.bootstrap, FLAGS.seed, FLAGS.versus)
     (out / "report.md").write_text(report)
     written = plot_curves(runs, out)
     written.append(plot_performance_profile(score_matrices(runs), out, FLAGS.bootstrap, FLAGS.seed))

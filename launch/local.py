@@ -34,7 +34,8 @@ flags.DEFINE_bool("pin_cores", False, "On a CPU, give each of the --parallel slo
 FLAGS = flags.FLAGS
 
 POLL_S = 1.0
-STOP_TIMEOUT_S = 120.0  # time a stopped run gets to write its checkpoint before it is killed
+STOP_TIMEOUT_S = 600.0  # time a stopped run gets to end its dispatch and checkpoint before it is killed (1,000
+# CQL updates take 250 s on a busy 2-core CPU: 120 s lost two such runs their progress)
 
 
 @dataclasses.dataclass

@@ -11,6 +11,8 @@ from dql.agents import create_agent
 from dql.data.bandit import BEST, MODE_REWARDS, MODES, RADIUS, bandit_data, mode_fractions
 from tests.helpers import run_chunk, small_config
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 # The toy asks for a finer chain than the RL default (vp, T = 5) to separate four tight modes in few steps.
 DIFFUSION = dict(beta_schedule="linear", diffusion_steps=10)
 

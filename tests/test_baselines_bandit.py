@@ -16,6 +16,8 @@ from dql.data.bandit import BEST, MODES, bandit_data, mode_fractions
 from dql.parallel import build_train_chunk, make_layout, seed_slice
 from tests.helpers import compiled_for, run_chunk
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 
 @pytest.fixture(scope="module")
 def data():

@@ -1,4 +1,5 @@
-"""Every baseline and family member through the real loop on a tiny Pendulum file: train, evaluate, checkpoint, restore, act."""
+"""Every registered algorithm through the real loop on a tiny Pendulum file: train, evaluate, checkpoint, restore,
+act."""
 
 import json
 
@@ -8,30 +9,30 @@ import pytest
 
 import dql
 from dql.checkpoint import Checkpoints
+from dql.configs import offline_algos
 from dql.data import d4rl
 from dql.policy import checkpoint_template
 from dql.trainer import train
 from tests.helpers import small_config
 from tests.test_cli import run_cli
 
-
-def tiny(algo, **overrides):
-    return small_config(algo, **overrides)
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
 
 
-@pytest.mark.parametrize("algo, overrides", [
-    ("bc", {}), ("diffusion_bc", {}), ("iql", {}), ("cql", {"num_samples": 2, "lagrange": True}), ("rebrac", {}),
-    ("fql", {"flow_steps": 3}), ("edp", {"diffusion_steps": 40, "dpm_steps": 3, "num_action_candidates": 4}),
-    ("idql", {"actor_hidden_dim": 16, "actor_num_blocks": 1, "time_dim": 8, "num_samples": 4}),
-])
-def test_baseline_trains_evaluates_and_restores(tmp_path, pendulum_file, algo, overrides):
+# Sizes beyond tests.helpers.SMALL_SIZES for this test only.
+LOOP_OVERRIDES = {"cql": {"num_samples": 2, "lagrange": True}}
+
+
+@pytest.mark.parametrize("algo", offline_algos())  # every registered algorithm that trains on data
+def test_every_algorithm_trains_evaluates_and_restores(tmp_path, pendulum_file, algo):
     dataset = d4rl.read_hdf5(pendulum_file)
-    config = tiny(algo, **overrides)
+    config = small_config(algo, **LOOP_OVERRIDES.get(algo, {}))
     (summary,) = train(config, dataset, tmp_path / "run", ("Pendulum-v1", {}))
-    assert summary["final"]["step"] == 20 and np.isfinite(summary["final"]["score_mean"])
+    steps, every = config.steps, config.eval_every
+    assert summary["final"]["step"] == steps and np.isfinite(summary["final"]["score_mean"])
     template = checkpoint_template(config, 3, 1, dataset.max_action)
-    state, meta = Checkpoints(tmp_path / "run", read_only=True).restore(20, template)
-    assert [e["step"] for e in meta["evaluations"]] == [10, 20]
+    state, meta = Checkpoints(tmp_path / "run", read_only=True).restore(steps, template)
+    assert [e["step"] for e in meta["evaluations"]] == list(range(every, steps + 1, every))
     observations = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     actions = np.asarray(state["agent"].sample_actions(observations, jax.random.PRNGKey(0)))
     assert actions.shape == (4, 1) and np.all(np.abs(actions) <= 2.0)

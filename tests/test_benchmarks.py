@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--obs_dim=5", "--act_dim=2", "--set=hidden_dims=(16,)", "--set=num_action_candidates=4"]
@@ -18,23 +21,24 @@ def run_module(module, *args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_train_step_benchmark_reports_throughput_and_flops():
-    report = run_module("benchmarks.train_step", *TINY, "--batch_size=8", "--steps_per_dispatch=5", "--repeats=2",
-                        "--num_rows=50", "--num_seeds=3")
-    assert report["steps_per_s"] > 0 and report["compile_s"] > 0 and report["metrics_finite"]
-    assert report["num_seeds"] == 3
-    assert abs(report["seed_steps_per_s"] - 3 * report["steps_per_s"]) <= 0.02
-    assert len(report["steps_per_s_each_repeat"]) == 2
-    # One update of these sizes does at least the matrix products of a forward pass of each network.
-    assert report["flops_per_step"] > 2 * 8 * 16 * 5
-    assert report["backend"] == "cpu" and report["devices"] >= 1
+def test_train_step_benchmark_counts_the_flops_of_one_update_of_one_seed():
+    """flops_per_step is XLA's count for one update of one seed: the same whatever the seeds per program and the
+    updates per dispatch (a count of the whole dispatch or of every seed would be 2x or 3x off), and about twice as
+    much for twice the batch (the matrix products grow with it, the optimiser's work does not)."""
+    common = (*TINY, "--algo=bc", "--repeats=1", "--num_rows=50")
+    base = run_module("benchmarks.train_step", *common, "--batch_size=8", "--steps_per_dispatch=5")
+    grouped = run_module("benchmarks.train_step", *common, "--batch_size=8", "--steps_per_dispatch=10",
+                         "--num_seeds=3")
+    wider = run_module("benchmarks.train_step", *common, "--batch_size=16", "--steps_per_dispatch=5")
+    assert base["metrics_finite"] and grouped["metrics_finite"] and grouped["num_seeds"] == 3
+    assert grouped["flops_per_step"] == base["flops_per_step"] > 0
+    assert 1.4 < wider["flops_per_step"] / base["flops_per_step"] < 2.1
 
 
 def test_act_latency_benchmark_reports_each_batch_size():
     report = run_module("benchmarks.act_latency", *TINY, "--calls=5", "--batch_sizes=1,3")
-    for key in ("batch_1", "batch_3"):
-        assert 0 < report[key]["min_ms"] <= report[key]["median_ms"] <= report[key]["p90_ms"]
-    assert report["settings"] == {"num_action_candidates": 4, "diffusion_steps": 5}
+    assert {"batch_1", "batch_3"} <= set(report)
+    assert report["settings"] == {"num_action_candidates": 4, "diffusion_steps": 5}  # --set reached the agent
 
 
 def test_every_family_member_runs_in_the_benchmarks():

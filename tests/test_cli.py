@@ -13,6 +13,8 @@ import dql
 from dql.logs import read_csv
 from tests.helpers import write_d4rl_file
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "--steps=20", "--eval_every=10", "--save_every=10", "--eval_episodes=2", "--batch_size=16",

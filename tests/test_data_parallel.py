@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from dql.configs import offline_algos
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
 
 ROOT = Path(__file__).resolve().parent.parent
 

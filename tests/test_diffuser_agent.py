@@ -137,6 +137,7 @@ def _agent(dataset, config, seed=0):
                                             dataset.max_action, config, None, stats))(jax.random.PRNGKey(seed))
 
 
+@pytest.mark.slow
 def test_diffuser_learns_the_data_s_first_action_and_dynamics():
     dataset = _drift_dataset()
     config = config_of("diffuser", **TINY)
@@ -157,6 +158,7 @@ def test_diffuser_learns_the_data_s_first_action_and_dynamics():
                           np.asarray(actions))
 
 
+@pytest.mark.slow
 def test_value_guidance_moves_plans_toward_higher_value_and_the_best_plan_is_chosen():
     dataset = _drift_dataset(episodes=4)
     config = config_of("diffuser", **{**TINY, "use_value_guide": True, "dim_mults": (1, 4), "guide_scale": 1.0,
@@ -188,6 +190,7 @@ def test_value_guidance_moves_plans_toward_higher_value_and_the_best_plan_is_cho
     assert n == config.num_plan_samples
 
 
+@pytest.mark.slow
 def test_value_model_trains_on_window_returns_in_the_update():
     dataset = _drift_dataset(episodes=8)
     config = config_of("diffuser", **{**TINY, "use_value_guide": True, "dim_mults": (1, 4), "value_discount": 0.5})

@@ -16,6 +16,8 @@ from dql.data.dataset import Dataset
 from dql.evaluation import EpisodePolicy
 from tests.helpers import config_of, die_after_saves
 
+pytestmark = pytest.mark.slow  # a planner's jitted episodes and the loop
+
 MAZE_TINY = dict(horizon=8, diffusion_steps=4, dim=8, dim_mults=(1, 2), ema_start=0, ema_every=1, steps=20,
                  use_value_guide=False, goal_conditioned=True, state_dims=4, control="waypoints",
                  normalizer="limits", clip_denoised=True, use_padding=False, max_path_length=100,

@@ -23,6 +23,8 @@ from dql.agents.rebrac import actor_objective, critic_backup
 from dql.data.bandit import BEST, MODE_REWARDS, MODES, bandit_data, mode_fractions
 from tests.helpers import bandit_agent, config_of, train_on_bandit
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 STATE = 1.0
 
 

@@ -122,6 +122,7 @@ def test_edp_weights_head_clipping_and_target_schedule_closed_form():
     np.testing.assert_array_equal(due, [1004, 1009, 1014, 1019])
 
 
+@pytest.mark.slow
 def test_edp_picks_the_best_mode(data):
     agent, metrics = train_on_bandit("edp", data, config_of("edp", **EDP))
 
@@ -181,6 +182,7 @@ def expectile(values: np.ndarray, tau: float) -> float:
     return 0.5 * (low + high)
 
 
+@pytest.mark.slow
 def test_idql_behaviour_keeps_every_mode_and_resampling_picks_the_best(data):
     config = config_of("idql", **IDQL)
     agent, _ = train_on_bandit("idql", data, config)

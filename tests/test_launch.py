@@ -288,6 +288,7 @@ def launch(module: str, sweep_file: Path, root: Path, dataset_dir: Path, *flags:
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_a_sweep_and_skips_it_when_run_again(tmp_path, dataset_dir):
     sweep_file = write_sweep(tmp_path, TINY_SWEEP.format(seeds=[0]), name="tiny.py")
     root = tmp_path / "root"
@@ -309,6 +310,7 @@ def test_local_launcher_runs_a_sweep_and_skips_it_when_run_again(tmp_path, datas
     assert (root / "logs" / "bc-pendulum-mixed-v0-seed0.log").read_text() == log  # nothing was started
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_the_same_command(tmp_path, dataset_dir):
     pytest.importorskip("submitit")
     sweep_file = write_sweep(tmp_path, TINY_SWEEP.format(seeds=[1]), name="tiny.py")
@@ -326,6 +328,7 @@ def test_submitit_local_executor_runs_the_same_command(tmp_path, dataset_dir):
 
 
 # GROUPED PATH: the trainer's --num_seeds (one program training seeds S..S+N-1 into seed_<s>/ folders).
+@pytest.mark.slow
 def test_local_launcher_trains_grouped_seeds_in_one_program(tmp_path, dataset_dir):
     sweep_file = write_sweep(tmp_path, TINY_SWEEP.format(seeds=[0, 1]), name="tiny.py")
     root = tmp_path / "root"

@@ -15,6 +15,8 @@ import dql
 from dql.logs import read_csv
 from tests.test_cli import ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 FLAGS = ["--algo=dql", "--steps=20", "--eval_every=10", "--save_every=10", "--eval_episodes=0", "--batch_size=16",
          "--config.hidden_dims=16,16", "--config.steps_per_dispatch=10", "--config.num_action_candidates=4",
          "--config.ema_start=5"]

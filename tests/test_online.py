@@ -14,6 +14,8 @@ from dql.online import ReplayBuffer
 from tests.test_cli import run_cli
 from tests.helpers import run_chunk
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 TARGET = np.array([0.5, -0.3], np.float32)
 
 

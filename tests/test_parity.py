@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dql.logs import Progress
 from experiments.parity_curves import compare_two, interpolated_takeoff, median_takeoff, takeoff_step
 
@@ -61,6 +63,7 @@ def _run_folder(folder: Path, algo: str, seed: int, scores: list[float], transit
         writer.writerows({"step": s, "eval_score_mean": v} for s, v in zip(steps, scores))
 
 
+@pytest.mark.slow
 def test_parity_curves_writes_takeoffs_medians_and_the_figure(tmp_path):
     # Default threshold: halfway from the data average (20) to 100 = 60.
     for seed, scores in enumerate([[10, 70, 80], [10, 20, 65], [5, 10, 30]]):

@@ -95,6 +95,7 @@ def test_update_with_noise_at_the_data_actions_gives_the_closed_form_gap(tempera
         float(metrics["td_loss"]) + 2 * agent.hp.cql_weight * expected_gap, rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("above", [True, False])
 def test_lagrange_penalty_and_its_multiplier_match_a_hand_computation(above):
     rng = np.random.default_rng(1)

@@ -13,6 +13,9 @@ import dql
 from dql.checkpoint import Checkpoints
 from dql.logs import read_csv
 from tests.test_cli import ROOT
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
 
 # Short dispatches with an evaluation after each leave time for the signal to land mid-run.
 FLAGS = ["--algo=bc", "--steps=200", "--eval_every=10", "--save_every=100", "--eval_episodes=1", "--batch_size=16",

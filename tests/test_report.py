@@ -15,6 +15,8 @@ import pytest
 from experiments import estimates, report
 from experiments.runs import check_one_file_per_dataset
 
+pytestmark = pytest.mark.slow  # the report runs as a command over run folders
+
 ROOT = Path(__file__).resolve().parent.parent
 REPS = 200  # small: CI runs these on a 2-core CPU
 needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None,
@@ -188,7 +190,7 @@ def test_report_of_a_sweep_root(tmp_path):
     sweep, out = tmp_path / "sweep", tmp_path / "report"
     make_sweep(sweep)
     result = subprocess.run([sys.executable, "-m", "experiments.report", str(sweep), f"--out={out}",
-                             f"--bootstrap={REPS}"], cwd=ROOT, capture_output=True, text=True,
+                             f"--bootstrap={REPS}", "--versus=bc"], cwd=ROOT, capture_output=True, text=True,
                             env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
     assert result.returncode == 0, result.stderr
     assert "unfinished" in result.stderr
@@ -203,5 +205,12 @@ def test_report_of_a_sweep_root(tmp_path):
     assert table.index("| iql | 2 x 2 |") < table.index("| bc | 2 x 2 |")  # ranked by IQM
     assert "iql on hopper-medium-v2: seeds 2 left out" in table and "gym:Hopper-v5/medium-replay, run by bc" in table
     assert "| iql | bc | 1.00 [1.00, 1.00] |" in table  # IQL beats BC on every run of both datasets
+    # At each evaluation: at step 10 every IQL run scored 20 and every BC run 30 (IQM 20 and 30, P(bc > iql) = 1);
+    # at step 20 the final scores above (P(bc > iql) = 0).
+    evaluations = table[table.index("## At every evaluation"):]
+    assert "| step | bc | iql |" in evaluations
+    assert "| 10 | 30.0 [30.0, 30.0] | 20.0 [20.0, 20.0] |" in evaluations
+    assert "| 20 | 47.0 [" in evaluations and "| 10 | 1.00 [1.00, 1.00] |" in evaluations
+    assert "| 20 | 0.00 [0.00, 0.00] |" in evaluations
     for name in ("performance_profile.png", "curves_hopper-medium-v2.png", "curves_gym_Hopper-v5_medium-replay.png"):
         assert (out / name).stat().st_size > 0, name

@@ -14,6 +14,8 @@ from dql.policy import checkpoint_template
 from dql.trainer import train
 from tests.helpers import die_after_saves, small_config
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 ENV = ("Pendulum-v1", {})
 
 

@@ -18,6 +18,8 @@ from dql.data.behaviour import load_actor, save_actor
 from dql.policy_training import pick_policies
 from tests.helpers import write_d4rl_file
 
+pytestmark = pytest.mark.slow  # generation runs dql.collect in a child process, training runs dql.train
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves /good.hdf5 whole, /truncated.hdf5 cut short of its Content-Length, /junk.hdf5 as non-hdf5 bytes."""

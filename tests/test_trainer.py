@@ -11,6 +11,8 @@ from dql.policy import checkpoint_template
 from dql.trainer import TrainingDiverged, select_models, train
 from tests.helpers import die_after_saves, small_config
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 ENV = ("Pendulum-v1", {})
 
 

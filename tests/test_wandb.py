@@ -10,6 +10,8 @@ from dql.data import d4rl
 from dql.logs import read_csv
 from dql.trainer import train
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` skips it
+
 pytest.importorskip("wandb")
 
 

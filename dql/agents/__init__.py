@@ -26,6 +26,8 @@ def _registered(algo: str) -> tuple[type, type]:
 
 # The registry: --algo name -> (agent class, hyperparameter class), one entry per config file (dql.configs.ALGOS).
 AGENTS: dict[str, tuple[type, type]] = {algo: _registered(algo) for algo in ALGOS}
+"""Each `--algo` name (a config file in dql/configs/) -> (its agent class, its hyperparameter class), found in
+`dql/agents/NAME.py`: the one `*Agent` class and the one `*Hyperparams` class defined there."""
 
 
 def hyperparams(algo: str, config, max_action, axis_name=None):

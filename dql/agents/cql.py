@@ -102,12 +102,14 @@ class CQLAgent(struct.PyTreeNode):
 
     @classmethod
     def create(cls, rng, observation_dim: int, action_dim: int, hp: CQLHyperparams, observation_stats=None):
+        """Tanh-Gaussian actor, twin critics and their targets, the entropy temperature and alpha' (torch's Adam)."""
         parts = sac_parts(rng, observation_dim, action_dim, hp, actor_net=policy_network(action_dim, hp),
                           like_torch=True)
         return cls(**parts, log_alpha_prime=scalar_state(hp.log_alpha_prime_init, hp.critic_lr, like_torch=True),
                    hp=hp)
 
     def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
+        """The policy's mode, tanh(mean) (deterministic: `rng` is unused), in the environment's units."""
         del rng  # the mode
         mean, _ = self.actor.apply_fn(self.actor.params, observations)
         return jnp.tanh(mean) * jnp.asarray(self.hp.max_action)
@@ -128,6 +130,7 @@ class CQLAgent(struct.PyTreeNode):
             uniform=jax.vmap(lambda k: jax.random.uniform(k, (n, action_dim), minval=-1.0, maxval=1.0))(k_rand))
 
     def update(self, batch: common.Batch) -> tuple["CQLAgent", dict[str, Any]]:
+        """One update: draws this step's randomness from the agent's key, then `update_with_noise`."""
         rng, step_key = jax.random.split(self.rng)
         noise = self.draw_noise(step_key, batch["actions"].shape[0])
         return self.replace(rng=rng).update_with_noise(batch, noise)

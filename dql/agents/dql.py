@@ -68,6 +68,7 @@ class DQLAgent(struct.PyTreeNode):
     @classmethod
     def create(cls, rng: jax.Array, observation_dim: int, action_dim: int, hp: DQLHyperparams,
                observation_stats=None) -> "DQLAgent":
+        """The diffusion actor (noise network), its EMA copy, twin critics and their targets, initialised from `rng`."""
         if len(hp.max_action) != action_dim:
             raise ValueError(f"max_action has {len(hp.max_action)} entries, expected action_dim={action_dim}")
         rng, actor_key, critic_key = jax.random.split(rng, 3)
@@ -172,6 +173,7 @@ class DQLAgent(struct.PyTreeNode):
         return bc_loss + hp.eta * q_loss, (bc_loss, q_loss)
 
     def update(self, batch: common.Batch) -> tuple["DQLAgent", dict[str, jax.Array]]:
+        """One update: draws this step's randomness from the agent's key, then `update_with_noise`."""
         rng, step_key, order_key = jax.random.split(self.rng, 3)
         noise = self.draw_noise(step_key, order_key, batch["actions"].shape[0])
         return self.replace(rng=rng).update_with_noise(batch, noise)

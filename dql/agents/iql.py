@@ -96,6 +96,7 @@ class IQLAgent(struct.PyTreeNode):
 
     @classmethod
     def create(cls, rng, observation_dim: int, action_dim: int, hp: IQLHyperparams, observation_stats=None):
+        """Gaussian actor, twin critics with their target copy and the value network, initialised from `rng`."""
         rng, actor_key, critic_key, value_key = jax.random.split(rng, 4)
         observations, actions = jnp.zeros((1, observation_dim)), jnp.zeros((1, action_dim))
         actor_net = IQLPolicy(action_dim, hp.hidden_dims, hp.activation, hp.dropout_rate)
@@ -115,6 +116,7 @@ class IQLAgent(struct.PyTreeNode):
         )
 
     def sample_actions(self, observations: jax.Array, rng: jax.Array) -> jax.Array:
+        """The policy's mean action (deterministic: `rng` is unused), in the environment's units."""
         del rng  # the mean
         mean, _ = self.actor.apply_fn(self.actor.params, observations)
         return mean * jnp.asarray(self.hp.max_action)
@@ -130,6 +132,8 @@ class IQLAgent(struct.PyTreeNode):
             layer_keys[:, layer]) for layer, width in enumerate(self.hp.hidden_dims)))
 
     def update(self, batch: common.Batch) -> tuple["IQLAgent", dict[str, Any]]:
+        """One update (value, actor, critics, targets); dropout masks are drawn from the agent's key only when
+        dropout_rate > 0."""
         if self.hp.dropout_rate == 0:  # nothing to draw: the key stays as it is
             return self.update_with_noise(batch, IQLNoise())
         rng, key = jax.random.split(self.rng)
