@@ -3,7 +3,8 @@
 Nothing of the reference is copied here: `load_reference` imports `agents.ql_diffusion` from the checkout given
 by --repo, `reference_agent` builds it with the settings of one of our configs, and the converters move weights
 between its torch modules and our flax parameter trees. Used by `benchmarks.torch_reference` (throughput),
-`benchmarks.parity --algo=dql` (update-for-update equality, benchmarks/parity/dql.py) and `benchmarks.reference_curves` (learning curves).
+`benchmarks.parity --algo=dql` (update-for-update equality, benchmarks/parity/dql.py) and
+`benchmarks.reference_curves` (learning curves).
 """
 
 from __future__ import annotations

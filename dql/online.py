@@ -201,7 +201,8 @@ def train_online(config, env_id: str, workdir: str | Path | None, stop_at: int |
                 rate = (step - last_report[0]) / max(now - last_report[1], 1e-9)  # env steps/s, evaluation included
                 if progress is not None:
                     progress.update(step, step - last_report[0], now - last_report[1], train_metrics)
-                    progress.evaluated(step, f"return {evaluation['return_mean']:.1f} ± {evaluation['return_std']:.1f}")
+                    progress.evaluated(
+                        step, f"return {evaluation['return_mean']:.1f} ± {evaluation['return_std']:.1f}")
                 last_report = (step, now)
                 if workdir is not None:
                     metrics_csv.append({"step": step, "wall_time_s": now - start, "steps_per_s": rate,

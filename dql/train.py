@@ -89,7 +89,8 @@ def resolve_config(config_file: str | None, overrides: dict[str, str]):
     online = bool(configs.get_config(algo).get("online", False))  # online runs read no dataset
     loop_flags = {name: FLAGS[name].value for name in configs.LOOP_FLAGS if FLAGS[name].present}
     config = configs.resolve(algo, None if online else FLAGS.dataset, base, loop_flags, overrides)
-    config.algo, config.dataset, config.env, config.seed = algo, None if online else FLAGS.dataset, FLAGS.env, FLAGS.seed
+    config.algo, config.dataset = algo, None if online else FLAGS.dataset
+    config.env, config.seed = FLAGS.env, FLAGS.seed
     return config
 
 
@@ -147,7 +148,8 @@ def main(argv):
 
 
 def default_run_name(config, dataset_name: str) -> str:
-    seeds = f"seed{config.seed}" if config.num_seeds == 1 else f"seeds{config.seed}-{config.seed + config.num_seeds - 1}"
+    last = config.seed + config.num_seeds - 1
+    seeds = f"seed{config.seed}" if config.num_seeds == 1 else f"seeds{config.seed}-{last}"
     return f"{config.algo}-{logs.file_safe(dataset_name)}-{seeds}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -1,5 +1,6 @@
 """Diffuser on goal-reaching mazes: the planned state and its normaliser, the start and the goal pinned in every
-plan and training window, the three ways to drive an episode (replan, waypoints, actions) and the evaluation's per-episode memory, and
+plan and training window, the three ways to drive an episode (replan, waypoints, actions) and the evaluation's
+per-episode memory, and
 the point-maze row through the real loop."""
 
 import dataclasses

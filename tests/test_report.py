@@ -23,7 +23,8 @@ needs_rliable = pytest.mark.skipif(importlib.util.find_spec("rliable") is None,
                                    reason="experiments.report needs rliable: pip install 'dql[report]'")
 
 
-EVAL_ENVS = {"hopper-medium-v2": "Hopper-v4", "walker2d-medium-v2": "Walker2d-v4"}  # as dql.data.evaluation_envs maps D4RL names
+# As dql.data.evaluation_envs maps D4RL names.
+EVAL_ENVS = {"hopper-medium-v2": "Hopper-v4", "walker2d-medium-v2": "Walker2d-v4"}
 
 
 def make_run(folder: Path, algo: str, dataset: str, seed: int, scores: list[float], normalized: bool = True):

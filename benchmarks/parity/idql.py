@@ -96,7 +96,8 @@ class JaxDraws:
                 like = jax.eval_shape(lambda: fn(*args, **kwargs))
                 value = jnp.asarray(self._replay.pop(0)).astype(like.dtype)
                 if value.shape != like.shape:
-                    raise RuntimeError(f"replay: {name} of shape {like.shape} where the recorded run drew {value.shape}")
+                    raise RuntimeError(f"replay: {name} of shape {like.shape} where the recorded run drew "
+                                       f"{value.shape}")
             self.names.append(name)
             self.values.append(value)
             return value
@@ -340,7 +341,8 @@ def compare_action_selection(older, ref_agent, agent: IDQLAgent, settings: Setti
                   "implicit": older.DDPMIQLLearner.sample_implicit_policy(proxy, state)[0]}
         for name in ("argmax", "implicit"):
             ours = np.asarray(candidates[0, chosen[name]])
-            out[f"{name}_action_max_abs"] = max(out[f"{name}_action_max_abs"], float(np.max(np.abs(ours - theirs[name]))))
+            gap = float(np.max(np.abs(ours - theirs[name])))
+            out[f"{name}_action_max_abs"] = max(out[f"{name}_action_max_abs"], gap)
             out[f"same_{name}_candidate"] += int(np.argmin(np.abs(np.asarray(candidates[0]) - theirs[name]).max(-1))
                                                  == chosen[name])
     return out

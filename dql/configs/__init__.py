@@ -13,7 +13,8 @@ from types import ModuleType
 
 import ml_collections
 
-from dql.configs.common import LOOP_FLAGS, dataset_row  # noqa: F401 (LOOP_FLAGS: dql.train and launch.sweep read it here)
+# LOOP_FLAGS: dql.train and launch.sweep read it here.
+from dql.configs.common import LOOP_FLAGS, dataset_row  # noqa: F401
 
 CONFIG_DIR = Path(__file__).parent
 # The algorithms: one config file each (dql/configs/NAME.py). The agents' registry (dql.agents.AGENTS) is built from
