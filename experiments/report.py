@@ -118,15 +118,20 @@ def dataset_table(runs: list[dict]) -> list[str]:
     for run in runs:
         groups[(run["dataset"], run.get("env") or "", run["algo"])].append(run)
     lines = ["## Final score per dataset (mean ± standard error over seeds)", "",
-             "| dataset | evaluated in | algorithm | score | seeds | data average | published |",
-             "|---|---|---|---|---|---|---|"]
+             "Wall time per run: the trainer's clock at its last metrics row, averaged over seeds (a resumed run "
+             "counts its last process only).", "",
+             "| dataset | evaluated in | algorithm | score | seeds | data average | published | wall time per run |",
+             "|---|---|---|---|---|---|---|---|"]
     for (dataset, env, algo), members in sorted(groups.items()):
         mean, se = mean_and_se([m["score"] for m in members])
         published = PAPER_SCORES.get((algo, dataset))
         unit = "" if members[0]["normalized"] else " (return)"
         spread = f" ± {se:.1f}" if len(members) > 1 else ""  # one seed has no standard error
+        walls = [m["wall_time_s"] for m in members if m.get("wall_time_s") is not None]
+        wall = f"{sum(walls) / len(walls) / 60:.0f} min" if walls else ""
         lines.append(f"| {dataset} | {env} | {algo} | {mean:.1f}{spread}{unit} | {len(members)} | "
-                     f"{members[0]['data_average']:.1f} | {'' if published is None else f'{published:.1f}'} |")
+                     f"{members[0]['data_average']:.1f} | {'' if published is None else f'{published:.1f}'} | "
+                     f"{wall} |")
     return lines
 
 
@@ -184,6 +189,8 @@ def evaluation_section(runs: list[dict], reps: int, seed: int, versus: str | Non
     if versus is None:
         return lines
     others = [algo for algo in algos if algo != versus]
+    if not others:
+        return lines + ["", f"P({versus} > X): no other algorithm among the runs yet."]
     lines += ["", f"P({versus} > X) at every evaluation (rliable, 95% CI):", "",
               "| step | " + " | ".join(f"P({versus} > {x})" for x in others) + " |", "|---|" + "---|" * len(others)]
     for step, scores in matrices.items():

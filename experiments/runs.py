@@ -43,7 +43,9 @@ def load_run(path: Path) -> dict | None:
         print(f"warning: {path} ran no evaluation; left out", file=sys.stderr)
         return None
     key = "score_mean" if summary["final"].get("score_mean") is not None else "return_mean"
-    rows = [r for r in read_csv(path / "metrics.csv") if r.get(f"eval_{key}")]
+    all_rows = read_csv(path / "metrics.csv")
+    rows = [r for r in all_rows if r.get(f"eval_{key}")]
+    wall_times = [float(r["wall_time_s"]) for r in all_rows if r.get("wall_time_s")]
     dataset_file = path / "dataset.json"  # the evaluation env, as the trainer recorded it
     env = json.loads(dataset_file.read_text()).get("eval_env_id") if dataset_file.exists() else None
     return {
@@ -56,6 +58,7 @@ def load_run(path: Path) -> dict | None:
         "score_std": float(summary["final"][key.replace("_mean", "_std")]),
         "normalized": key == "score_mean",
         "curve": ([int(r["step"]) for r in rows], [float(r[f"eval_{key}"]) for r in rows]),
+        "wall_time_s": wall_times[-1] if wall_times else None,  # the trainer's clock at its last logged row
         "data_average": summary["dataset"]["average_normalized_score"] if key == "score_mean"
         else summary["dataset"]["average_return"],
         # Two files under one name (a replay tier generated on two CPUs) differ here.

@@ -40,9 +40,9 @@ def make_run(folder: Path, algo: str, dataset: str, seed: int, scores: list[floa
                                            "average_return": -1.0}}
     (folder / "summary.json").write_text(json.dumps(summary))
     with open(folder / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", f"eval_{key}"])
-        writer.writeheader()
-        writer.writerows({"step": s, f"eval_{key}": v} for s, v in zip(steps, scores))
+        writer = csv.DictWriter(f, fieldnames=["step", "wall_time_s", f"eval_{key}"])
+        writer.writeheader()  # one minute of the trainer's clock per step: a run of N steps took N minutes
+        writer.writerows({"step": s, "wall_time_s": 60.0 * s, f"eval_{key}": v} for s, v in zip(steps, scores))
 
 
 def fake_run(algo: str, dataset: str, seed: int, score: float, normalized: bool = True) -> dict:
@@ -199,7 +199,8 @@ def test_report_of_a_sweep_root(tmp_path):
     # Per dataset, every finished run: IQL (60, 70, 80) -> 70.0 ± 5.8, published 66.3; BC (50, 52) -> 51.0 ± 1.0.
     assert "| hopper-medium-v2 | Hopper-v4 | iql | 70.0 ± 5.8 | 3 | 40.0 | 66.3 |" in table
     assert "| hopper-medium-v2 | Hopper-v4 | bc | 51.0 ± 1.0 | 2 | 40.0 | 52.9 |" in table
-    assert "| gym:Hopper-v5/medium-replay | Hopper-v5 | bc | 37.5 | 1 | 40.0 |  |" in table  # no ± for one seed
+    # No ± for one seed; its 20 steps took 20 minutes of the trainer's clock (make_run).
+    assert "| gym:Hopper-v5/medium-replay | Hopper-v5 | bc | 37.5 | 1 | 40.0 |  | 20 min |" in table
     # Aggregates over hopper and walker with 2 runs each (IQL's seed 2 on hopper left out):
     # IQL (60, 70 | 70, 74): IQM 70, mean = median = 68.5, gap 31.5; BC (50, 52 | 40, 44): IQM 47, 46.5, 53.5.
     assert aggregate_points(table) == {"iql": [70.0, 68.5, 68.5, 31.5], "bc": [47.0, 46.5, 46.5, 53.5]}
