@@ -145,3 +145,22 @@ def die_after_saves(monkeypatch, count: int = 1):
 
     monkeypatch.setattr(Checkpoints, "save", save_then_die)
     return original_save
+
+
+def random_batch(size: int, obs_dim: int, act_dim: int, action_bound: float = 1.0, seed: int = 0) -> dict:
+    """A float32 minibatch of random transitions (actions uniform in +-action_bound, no terminals)."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    return {"observations": jnp.asarray(rng.normal(size=(size, obs_dim)), jnp.float32),
+            "actions": jnp.asarray(rng.uniform(-action_bound, action_bound, (size, act_dim)), jnp.float32),
+            "rewards": jnp.asarray(rng.normal(size=size), jnp.float32),
+            "next_observations": jnp.asarray(rng.normal(size=(size, obs_dim)), jnp.float32),
+            "dones": jnp.zeros(size, jnp.float32)}
+
+
+def same_leaves(a, b) -> bool:
+    """Whether two pytrees hold bit-identical leaves."""
+    import jax
+
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))

@@ -11,6 +11,7 @@ from dql.agents import create_agent
 from dql.agents.iql import IQLNoise
 from dql.configs import resolve
 from dql.nets import GaussianPolicy
+from tests.helpers import random_batch, same_leaves
 
 OBS, ACT, BATCH = 5, 3, 64
 KITCHEN_AND_ADROIT = ("kitchen-complete-v0", "kitchen-partial-v0", "kitchen-mixed-v0", "pen-human-v1",
@@ -35,16 +36,7 @@ def _agent(dropout_rate, seed=0, **overrides):
 
 
 def _batch(seed=0):
-    rng = np.random.default_rng(seed)
-    return {"observations": jnp.asarray(rng.normal(size=(BATCH, OBS)), jnp.float32),
-            "actions": jnp.asarray(rng.uniform(-0.9, 0.9, (BATCH, ACT)), jnp.float32),
-            "rewards": jnp.asarray(rng.normal(size=BATCH), jnp.float32),
-            "next_observations": jnp.asarray(rng.normal(size=(BATCH, OBS)), jnp.float32),
-            "dones": jnp.zeros(BATCH, jnp.float32)}
-
-
-def _same(a, b) -> bool:
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    return random_batch(BATCH, OBS, ACT, action_bound=0.9, seed=seed)
 
 
 def test_the_dropout_policy_starts_as_the_gaussian_policy_did():
@@ -53,13 +45,13 @@ def test_the_dropout_policy_starts_as_the_gaussian_policy_did():
     ours = _agent(0.1, seed=3).actor.params
     theirs = GaussianPolicy(ACT, (32, 32), "relu", state_dependent_std=False, tanh_mean=True).init(
         jax.random.split(key, 4)[1], observations)
-    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(theirs) and _same(ours, theirs)
+    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(theirs) and same_leaves(ours, theirs)
 
 
 @pytest.mark.slow
 def test_dropout_acts_while_the_actor_trains():
     plain, dropping = _agent(0.0), _agent(0.5)
-    assert _same(plain.actor.params, dropping.actor.params)
+    assert same_leaves(plain.actor.params, dropping.actor.params)
     batch = _batch()
     noise = dropping.draw_noise(jax.random.PRNGKey(1), BATCH)
     assert [m.shape for m in noise.dropout] == [(BATCH, 32), (BATCH, 32)]
@@ -67,21 +59,21 @@ def test_dropout_acts_while_the_actor_trains():
 
     after_plain, _ = plain.update(batch)
     after_dropping, metrics = dropping.update(batch)
-    assert _same(after_plain.value.params, after_dropping.value.params)  # only the actor drops units
-    assert _same(after_plain.critic.params, after_dropping.critic.params)
-    assert not _same(after_plain.actor.params, after_dropping.actor.params)
+    assert same_leaves(after_plain.value.params, after_dropping.value.params)  # only the actor drops units
+    assert same_leaves(after_plain.critic.params, after_dropping.critic.params)
+    assert not same_leaves(after_plain.actor.params, after_dropping.actor.params)
     # update() draws its masks from a key split off the agent's; without dropout it draws nothing.
     rng, key = jax.random.split(dropping.rng)
     by_hand, by_hand_metrics = dropping.replace(rng=rng).update_with_noise(batch, dropping.draw_noise(key, BATCH))
-    assert _same(after_dropping, by_hand) and float(metrics["actor_loss"]) == float(by_hand_metrics["actor_loss"])
-    assert _same(after_plain.rng, plain.rng)
+    assert same_leaves(after_dropping, by_hand) and float(metrics["actor_loss"]) == float(by_hand_metrics["actor_loss"])
+    assert same_leaves(after_plain.rng, plain.rng)
 
     # Masks that drop every unit of the last hidden layer leave the hidden layers without gradient.
     all_dropped = IQLNoise(dropout=(jnp.ones((BATCH, 32), bool), jnp.zeros((BATCH, 32), bool)))
     moved, _ = dropping.update_with_noise(batch, all_dropped)
     before, after = dropping.actor.params["params"], moved.actor.params["params"]
-    assert _same(before["TorchDense_0"], after["TorchDense_0"]) and _same(before["TorchDense_1"], after["TorchDense_1"])
-    assert not _same(before["TorchDense_2"], after["TorchDense_2"])
+    assert same_leaves(before["TorchDense_0"], after["TorchDense_0"]) and same_leaves(before["TorchDense_1"], after["TorchDense_1"])
+    assert not same_leaves(before["TorchDense_2"], after["TorchDense_2"])
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])

@@ -9,6 +9,7 @@ import numpy as np
 from dql.agents import create_agent
 from dql.agents.td3bc import TD3BCNoise
 from dql.configs import resolve
+from tests.helpers import random_batch, same_leaves
 
 OBS, ACT, BATCH = 5, 3, 32
 
@@ -21,16 +22,7 @@ def _agent():
 
 
 def _batch():
-    rng = np.random.default_rng(0)
-    return {"observations": jnp.asarray(rng.normal(size=(BATCH, OBS)), jnp.float32),
-            "actions": jnp.asarray(rng.uniform(-1, 1, (BATCH, ACT)), jnp.float32),
-            "rewards": jnp.asarray(rng.normal(size=BATCH), jnp.float32),
-            "next_observations": jnp.asarray(rng.normal(size=(BATCH, OBS)), jnp.float32),
-            "dones": jnp.zeros(BATCH, jnp.float32)}
-
-
-def _same(a, b) -> bool:
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    return random_batch(BATCH, OBS, ACT, action_bound=1.0, seed=0)
 
 
 def test_update_is_its_draws_then_update_with_noise():
@@ -41,7 +33,7 @@ def test_update_is_its_draws_then_update_with_noise():
 
     by_update, by_hand, noise = jax.jit(both)(_agent(), _batch())  # one program: the same rounding on both sides
     assert noise.target_smoothing.shape == (BATCH, ACT)
-    assert _same(by_update, by_hand)
+    assert same_leaves(by_update, by_hand)
 
 
 def test_target_smoothing_is_clipped_at_noise_clip():
