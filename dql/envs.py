@@ -14,6 +14,9 @@ from dql.errors import DatasetError
 ROBOTICS_PREFIXES = ("AdroitHand", "AntMaze", "PointMaze", "FrankaKitchen")
 # Envs whose dict observations every algorithm sees flattened (flatten_maze_observation).
 FLATTENED_PREFIXES = ("PointMaze",)
+# An env kwarg of the project's, not Gymnasium's: a point maze's fixed tasks as [[start_row, start_col],
+# [goal_row, goal_col]] pairs (with_task_cells), taken out of the kwargs before gym.make sees them.
+TASK_CELLS = "task_cells"
 
 
 def register_robotics(env_id: str) -> None:
@@ -47,6 +50,48 @@ def flattening_wrappers(env_id: str) -> list:
     return [lambda env: gym.wrappers.TransformObservation(env, flatten_maze_observation, space)]
 
 
+def split_task_cells(env_kwargs: dict) -> tuple[dict, list | None]:
+    """(the kwargs Gymnasium takes, the task_cells entry or None)."""
+    kwargs = dict(env_kwargs)
+    return kwargs, kwargs.pop(TASK_CELLS, None)
+
+
+def with_task_cells(env, task_cells):
+    """A point maze whose every episode is one of K fixed tasks (start cell, goal cell): reset(seed=s) runs task
+    s mod K, reset(options={"task": k}) task k, an unseeded reset the task after the previous one. The env's
+    own uniform noise (position_noise_range) still moves the start and the goal within their cells. The task's
+    index is in the reset's info["task"]."""
+    import gymnasium as gym
+
+    cells = [(tuple(int(v) for v in start), tuple(int(v) for v in goal)) for start, goal in task_cells]
+    if not cells:
+        raise DatasetError(f"env kwarg {TASK_CELLS}: no tasks given")
+
+    class CellTasks(gym.Wrapper):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.task_cells, self.task = cells, -1
+
+        def reset(self, *, seed=None, options=None):
+            options = dict(options or {})
+            if "task" in options:
+                task = int(options.pop("task"))
+            else:
+                task = seed % len(cells) if seed is not None else (self.task + 1) % len(cells)
+            self.task = task
+            start, goal = cells[task]
+            options.update(reset_cell=np.array(start), goal_cell=np.array(goal))
+            observation, info = self.env.reset(seed=seed, options=options)
+            return observation, {**info, "task": task}
+
+    return CellTasks(env)
+
+
+def _wrappers(env_id: str, task_cells) -> list:
+    tasks = [] if task_cells is None else [lambda env: with_task_cells(env, task_cells)]
+    return tasks + flattening_wrappers(env_id)
+
+
 @contextlib.contextmanager
 def _d4rl_era_envs_allowed():
     """Gymnasium warns that the v4 envs are out of date on every make; for D4RL's files they are the right ones."""
@@ -57,16 +102,17 @@ def _d4rl_era_envs_allowed():
 
 
 def make_env(env_id: str, env_kwargs: dict):
-    """One env of `env_id`, wrapped as the data see it (see flattening_wrappers)."""
+    """One env of `env_id`, wrapped as the data see it (see flattening_wrappers; task_cells: with_task_cells)."""
     import gymnasium as gym
 
     register_robotics(env_id)
+    env_kwargs, task_cells = split_task_cells(env_kwargs)
     try:
         with _d4rl_era_envs_allowed():
             env = gym.make(env_id, **env_kwargs)
     except gym.error.Error as error:
         raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
-    for wrapper in flattening_wrappers(env_id):
+    for wrapper in _wrappers(env_id, task_cells):
         env = wrapper(env)
     return env
 
@@ -75,11 +121,10 @@ def make_vector_env(env_id: str, env_kwargs: dict, num_envs: int):
     import gymnasium as gym
 
     register_robotics(env_id)
+    env_kwargs, task_cells = split_task_cells(env_kwargs)
     try:
         with _d4rl_era_envs_allowed():
             return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                                wrappers=flattening_wrappers(env_id) or None, **env_kwargs)
+                                wrappers=_wrappers(env_id, task_cells) or None, **env_kwargs)
     except gym.error.Error as error:
         raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
-
-

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from dql.envs import flatten_maze_observation, register_robotics
+from dql.envs import flatten_maze_observation, register_robotics, split_task_cells, with_task_cells
 
 ENVS = ("PointMaze_UMaze-v3", "PointMaze_Medium-v3", "PointMaze_Large-v3")
 # level -> evaluation: "single" at D4RL's fixed goal cell, "multi" at the env's random goals
@@ -173,8 +173,13 @@ class WaypointController:
 
     def set_goal(self, goal_xy, position) -> None:
         goal_xy = np.asarray(goal_xy, np.float64)
-        cells = shortest_path(self.geometry.maze_map, self.geometry.xy_to_cell(position),
-                              self.geometry.xy_to_cell(goal_xy))
+        self.set_route(shortest_path(self.geometry.maze_map, self.geometry.xy_to_cell(position),
+                                     self.geometry.xy_to_cell(goal_xy)), goal_xy)
+
+    def set_route(self, cells, goal_xy) -> None:
+        """Follow the given cells (the first the position's, the last the goal's): their centres between the two
+        ends, then the goal itself."""
+        goal_xy = np.asarray(goal_xy, np.float64)
         centres = [self.geometry.cell_to_xy(cell) for cell in cells[1:-1]]
         if centres and self.jitter > 0:
             centres = [c + self.rng.uniform(-self.jitter / 2, self.jitter / 2, 2) * self.geometry.scaling
@@ -198,13 +203,16 @@ class WaypointController:
 
 
 def make_maze_env(env_id: str, **kwargs):
-    """A point maze env (gymnasium-robotics, optional: a one-line install hint when it is missing)."""
+    """A point maze env (gymnasium-robotics, optional: a one-line install hint when it is missing), with its dict
+    observations; a `task_cells` kwarg gives it fixed tasks (dql.envs.with_task_cells)."""
     import gymnasium as gym
 
     if env_id not in ENVS:
         raise ValueError(f"{env_id!r} is not one of the point mazes {', '.join(ENVS)}")
     register_robotics(env_id)
-    return gym.make(env_id, **kwargs)
+    kwargs, task_cells = split_task_cells(kwargs)
+    env = gym.make(env_id, **kwargs)
+    return env if task_cells is None else with_task_cells(env, task_cells)
 
 
 def maze_map(env_id: str, fixed_goal: bool = False) -> list[list]:
