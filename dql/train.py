@@ -86,10 +86,12 @@ def resolve_config(config_file: str | None, overrides: dict[str, str]):
         if FLAGS["algo"].present:
             raise ValueError(f"--config={config_file} is a config of algo {base.algo!r}, but --algo={algo}")
         algo = base.algo
-    online = bool(configs.get_config(algo).get("online", False))  # online runs read no dataset
+    algo_base = configs.get_config(algo)
+    # Online runs read no dataset, except the online imitation learners (GAIL), whose demonstrations it holds.
+    reads_dataset = not algo_base.get("online", False) or algo_base.get("demonstrations", False)
     loop_flags = {name: FLAGS[name].value for name in configs.LOOP_FLAGS if FLAGS[name].present}
-    config = configs.resolve(algo, None if online else FLAGS.dataset, base, loop_flags, overrides)
-    config.algo, config.dataset = algo, None if online else FLAGS.dataset
+    config = configs.resolve(algo, FLAGS.dataset if reads_dataset else None, base, loop_flags, overrides)
+    config.algo, config.dataset = algo, FLAGS.dataset if reads_dataset else None
     config.env, config.seed = FLAGS.env, FLAGS.seed
     return config
 
@@ -114,6 +116,8 @@ def main(argv):
         init_distributed()
     try:
         config = resolve_config(*_CONFIG_ARGS)
+        if config.get("online", False) and config.get("demonstrations", False):
+            return _train_imitation(config)
         if config.get("online", False):
             return _train_online(config)
         check_loop_config(config)
@@ -193,6 +197,37 @@ def _train_online(config) -> None:
     print("resolved config:\n" + json.dumps(run_folder.jsonable(config), indent=2, sort_keys=True), flush=True)
     try:
         train_online(config, FLAGS.env, workdir)
+    except Preempted:
+        sys.exit(PREEMPTED_EXIT_CODE)
+    except (TrainingDiverged, DatasetError, ValueError) as error:
+        sys.exit(f"error: {error}")
+
+
+def _train_imitation(config) -> None:
+    """--algo=gail: learn online in the env of --dataset (or --env) from its demonstrations (observations and
+    actions); a folder holding a run of the same config and data resumes from its last checkpoint."""
+    from dql.online_imitation import check_imitation_config, train_imitation
+
+    try:
+        check_imitation_config(config)
+        hyperparams(config.algo, config, [1.0])  # before a download or a dataset generation, not after it
+        if is_d4rl_name(FLAGS.dataset) and not FLAGS.env:
+            env_for_d4rl_name(FLAGS.dataset)
+        dataset = load_dataset(FLAGS.dataset)
+        env = env_for_dataset(dataset, FLAGS.env)
+        if env is None:
+            raise DatasetError(f"--algo={config.algo} trains in the environment of its demonstrations, and none is "
+                               f"known for dataset {dataset.name}; pass --env=ID")
+        dataset.max_action = check_env_matches(dataset, *env)
+        hyperparams(config.algo, config, dataset.max_action)
+        workdir = Path(FLAGS.workdir).expanduser() if FLAGS.workdir else Path("runs") / default_run_name(
+            config, dataset.name)
+    except (DatasetError, ValueError, ImportError) as error:
+        sys.exit(f"error: {error}")
+    print("resolved config:\n" + json.dumps(run_folder.jsonable(config), indent=2, sort_keys=True), flush=True)
+    print("dataset: " + json.dumps(dataset.summary()), flush=True)
+    try:
+        train_imitation(config, dataset, env, workdir)
     except Preempted:
         sys.exit(PREEMPTED_EXIT_CODE)
     except (TrainingDiverged, DatasetError, ValueError) as error:

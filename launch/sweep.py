@@ -260,8 +260,9 @@ def _check_config_keys(path: Path, sweep: Sweep, algo: str) -> None:
         raise SweepError(f"{path}: ALGOS: {algo!r} is not an algorithm of dql; expected one of "
                          f"{', '.join(dql_configs.ALGOS)}")
     base = dql_configs.get_config(algo)
-    if base.get("online", False):
-        raise SweepError(f"{path}: ALGOS: {algo!r} trains online, without a dataset; sweeps run offline training")
+    if base.get("online", False) and not base.get("demonstrations", False):
+        raise SweepError(f"{path}: ALGOS: {algo!r} trains online, without a dataset; sweeps run training on "
+                         "datasets (offline, or online from demonstrations such as gail)")
     extra = sweep.per_algo.get(algo, {"config": {}, "axes": {}})
     keys = [("CONFIG", key) for key in sweep.config]
     keys += [(f"PER_ALGO[{algo!r}]['config']", key) for key in extra["config"]]

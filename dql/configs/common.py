@@ -19,7 +19,8 @@ PENDULUM_ROW = {
 # dql.train's top-level flags that set a config field, the one list of them: dql.train defines a flag for each and
 # launch.sweep checks sweep files against it. name -> (type, help).
 LOOP_FLAGS: dict[str, tuple[type, str]] = {
-    "steps": (int, "Gradient steps (default: the config's, per dataset)."),
+    "steps": (int, "Gradient steps (environment steps for the online learners sac and gail; default: "
+                       "the config's, per dataset)."),
     "batch_size": (int, "Global minibatch size, split over devices."),
     "eval_every": (int, "Evaluate every N steps."),
     "eval_episodes": (int, "Episodes per evaluation; 0 trains without an environment."),
