@@ -25,7 +25,7 @@ FLAGS = flags.FLAGS
 # The config keys that set an algorithm's cost of acting, reported with the latencies where the algorithm has them.
 SELECTION_KEYS = ("num_action_candidates", "num_samples", "selection", "diffusion_steps", "sampler", "dpm_steps",
                   "flow_steps", "horizon", "num_plan_samples", "use_value_guide", "n_guide_steps", "dim_mults",
-                  "control")
+                  "control", "sampler", "sample_steps", "pred_horizon", "action_horizon", "dim")
 
 
 def main(argv):

@@ -19,6 +19,8 @@ SMALL_SIZES = {
     "idql": dict(actor_hidden_dim=16, actor_num_blocks=1, time_dim=8, num_samples=4),
     "diffuser": dict(horizon=8, diffusion_steps=4, dim=16, dim_mults=(1, 2), ema_start=0, ema_every=1,
                      use_value_guide=False),
+    "diffusion_policy": dict(obs_horizon=2, pred_horizon=4, action_horizon=2, diffusion_steps=4, sample_steps=2,
+                             dim=8, dim_mults=(1, 2), warmup_steps=0),
 }
 
 

@@ -85,3 +85,32 @@ def trajectory_windows(arrays: dict[str, np.ndarray], dataset: Dataset, horizon:
     out["window_starts"] = window_starts
     out["window_offsets"] = np.arange(horizon, dtype=np.int32)
     return out
+
+
+def action_chunk_windows(dataset: Dataset, obs_horizon: int, pred_horizon: int) -> dict[str, np.ndarray]:
+    """Diffusion Policy's training windows: for every row t of every episode, the observations of rows
+    t - obs_horizon + 1 .. t and the actions of rows t - obs_horizon + 1 .. t - obs_horizon + pred_horizon.
+
+    Per-row "observations" and "actions" with each episode edge-padded (its first row repeated obs_horizon - 1
+    times before it, its last row pred_horizon - obs_horizon times after it, as Diffusion Policy's SequenceSampler
+    pads with the edge values), "window_starts" (one per data row, at the row obs_horizon - 1 before it) and
+    "window_offsets" (arange(pred_horizon)). Diffusion Policy pads after by action_horizon - 1 rows only, which
+    drops the windows of an episode's last pred_horizon - action_horizon rows and every window of an episode
+    shorter than that; padding to the full horizon keeps one window per row, so a one-step episode (a bandit)
+    trains too.
+    """
+    if not 1 <= obs_horizon <= pred_horizon:
+        raise ValueError(f"--config.obs_horizon={obs_horizon} must be between 1 and --config.pred_horizon="
+                         f"{pred_horizon}")
+    ends = episode_ends(dataset)
+    begins = np.concatenate([[0], ends[:-1] + 1])
+    before, after = obs_horizon - 1, pred_horizon - obs_horizon
+    rows = np.concatenate([np.concatenate([np.full(before, begin), np.arange(begin, end + 1), np.full(after, end)])
+                           for begin, end in zip(begins, ends)])
+    lengths = ends - begins + 1
+    padded_begins = np.concatenate([[0], np.cumsum(lengths + before + after)[:-1]])
+    starts = np.concatenate([begin + np.arange(length) for begin, length in zip(padded_begins, lengths)])
+    return {"observations": np.asarray(dataset.observations, np.float32)[rows],
+            "actions": np.asarray(dataset.actions, np.float32)[rows],
+            "window_starts": starts.astype(np.int32),
+            "window_offsets": np.arange(pred_horizon, dtype=np.int32)}

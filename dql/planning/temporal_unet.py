@@ -102,16 +102,25 @@ class ConvBlock(nn.Module):
 
 
 class ResidualTemporalBlock(nn.Module):
-    """Two ConvBlocks with the projected time embedding added between them, plus a (1x1 conv) residual."""
+    """Two ConvBlocks with the projected condition between them, plus a (1x1 conv) residual.
+
+    Diffuser adds the projected time embedding; with `film` (Diffusion Policy's ConditionalResidualBlock1D with
+    cond_predict_scale) the condition [time embedding, global condition] is projected to a per-channel scale and
+    bias, out <- scale * out + bias (FiLM, Perez et al. 2018)."""
 
     features: int
     kernel_size: int = 5
     groups: int = 8
+    film: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, time_embedding: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, condition: jax.Array) -> jax.Array:
         out = ConvBlock(self.features, self.kernel_size, self.groups, name="conv_block_0")(x)
-        out = out + TorchDense(self.features, name="time_dense")(mish(time_embedding))[:, None, :]
+        if self.film:
+            scale, bias = jnp.split(TorchDense(2 * self.features, name="film_dense")(mish(condition)), 2, axis=-1)
+            out = scale[:, None, :] * out + bias[:, None, :]
+        else:
+            out = out + TorchDense(self.features, name="time_dense")(mish(condition))[:, None, :]
         out = ConvBlock(self.features, self.kernel_size, self.groups, name="conv_block_1")(out)
         if x.shape[-1] != self.features:
             x = TorchConv1d(self.features, 1, name="residual_conv")(x)
@@ -174,6 +183,10 @@ class TemporalUnet(nn.Module):
     connection, then a stride-2 conv except at the last resolution. Two mid blocks. Up path over all but the first
     resolution: concatenate the skip, two residual blocks, a stride-2 transposed conv except at the last. Then a
     ConvBlock and a 1x1 conv back to the transition width.
+
+    With `film`, the network is Diffusion Policy's ConditionalUnet1D (Chi et al. 2023; the same layout, widths
+    dim * dim_mults = its down_dims): a global condition [B, C] (the observation features) is concatenated to the
+    time embedding and every residual block applies it by FiLM.
     """
 
     transition_dim: int
@@ -182,35 +195,40 @@ class TemporalUnet(nn.Module):
     kernel_size: int = 5
     groups: int = 8
     attention: bool = False  # Diffuser turns it on for HalfCheetah only
+    film: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, t: jax.Array, global_condition: jax.Array | None = None) -> jax.Array:
         check_horizon(x.shape[1], self.dim_mults)
+        if (global_condition is not None) != self.film:
+            raise ValueError("TemporalUnet takes a global condition exactly when film=True")
         block = lambda features, name: ResidualTemporalBlock(  # noqa: E731
-            features, self.kernel_size, self.groups, name=name)
+            features, self.kernel_size, self.groups, self.film, name=name)
         attend = lambda h, name: LinearAttention(name=name)(h) if self.attention else h  # noqa: E731
-        time_embedding = TimeMLP(self.dim, name="time_mlp")(_steps(t, x.shape[0]))
+        condition = TimeMLP(self.dim, name="time_mlp")(_steps(t, x.shape[0]))
+        if self.film:
+            condition = jnp.concatenate([condition, global_condition], axis=-1)
         widths = _widths(self.transition_dim, self.dim, self.dim_mults)
 
         skips = []
         for level, (_, width) in enumerate(widths):
-            x = block(width, f"down_{level}_block_0")(x, time_embedding)
-            x = block(width, f"down_{level}_block_1")(x, time_embedding)
+            x = block(width, f"down_{level}_block_0")(x, condition)
+            x = block(width, f"down_{level}_block_1")(x, condition)
             x = attend(x, f"down_{level}_attention")
             skips.append(x)
             if level < len(widths) - 1:
                 x = TorchConv1d(width, 3, stride=2, padding=1, name=f"down_{level}_downsample")(x)
 
-        x = block(widths[-1][1], "mid_block_0")(x, time_embedding)
+        x = block(widths[-1][1], "mid_block_0")(x, condition)
         x = attend(x, "mid_attention")
-        x = block(widths[-1][1], "mid_block_1")(x, time_embedding)
+        x = block(widths[-1][1], "mid_block_1")(x, condition)
 
         # The reference's "is last" test on the up path never fires (its index stops one short), so every up level
         # upsamples: len(dim_mults) - 1 doublings undo as many halvings, and the top skip is never concatenated.
         for level, (width, _) in enumerate(reversed(widths[1:])):
             x = jnp.concatenate([x, skips.pop()], axis=-1)
-            x = block(width, f"up_{level}_block_0")(x, time_embedding)
-            x = block(width, f"up_{level}_block_1")(x, time_embedding)
+            x = block(width, f"up_{level}_block_0")(x, condition)
+            x = block(width, f"up_{level}_block_1")(x, condition)
             x = attend(x, f"up_{level}_attention")
             x = TorchConvTranspose1d(width, 4, stride=2, padding=1, name=f"up_{level}_upsample")(x)
 
