@@ -262,8 +262,10 @@ def train_imitation(config, dataset: Dataset, env: tuple[str, dict], workdir: st
         envs.close()
         checkpoints.close()
 
-    summary = {"run": label, "algo": algo, "dataset": dataset.name, "env_id": env_id, "steps": total,
-               "wall_time_s": time.monotonic() - start, "evaluations": evaluations,
+    # The offline runs' layout (final / online choices, the dataset's summary), which experiments.report reads.
+    summary = {"run": label, "algo": algo, "dataset": dataset.summary(), "env_id": env_id, "steps": total,
+               "wall_time_s": time.monotonic() - start, "final": evaluations[-1],
+               "online": max(evaluations, key=lambda e: e["return_mean"]), "evaluations": evaluations,
                "train_episodes": meta["train_episodes"]}
     write_json(workdir / "summary.json", summary)
     logs.plot_learning_curve(workdir / "metrics.csv", workdir / "learning_curve.png", label, None,

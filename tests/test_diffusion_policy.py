@@ -60,16 +60,16 @@ def test_guidance_mixes_conditional_and_unconditional_predictions():
 def test_the_chunk_queue_replans_every_action_horizon_steps():
     config = small_config("diffusion_policy", pred_horizon=8, action_horizon=3, dim_mults=(1, 2))
     agent = create_agent("diffusion_policy", jax.random.PRNGKey(0), 2, 1, [1.0], config)
+    act = jax.jit(lambda agent, *args: agent.act(*args))
+    executed_chunk = jax.jit(lambda agent, history, key: agent.executed(agent.predict_chunks(history, key)))
     observations = [jnp.full((2, 2), float(i)) for i in range(5)]
     memory = agent.begin(observations[0], jax.random.PRNGKey(9))
-    actions = []
     for t in range(5):
-        action, memory = agent.act(observations[t], memory, jnp.asarray(t), jax.random.PRNGKey(t))
-        actions.append(action)
+        action, memory = act(agent, observations[t], memory, jnp.asarray(t), jax.random.PRNGKey(t))
         if t == 0:  # the first chunk, planned from the first state repeated as its history
-            expected = agent.executed(agent.predict_chunks(jnp.stack([observations[0]] * 2, 1), jax.random.PRNGKey(0)))
+            expected = executed_chunk(agent, jnp.stack([observations[0]] * 2, 1), jax.random.PRNGKey(0))
         if t == 3:  # the next one at t = Ta, from the last two observations
-            expected = agent.executed(agent.predict_chunks(jnp.stack(observations[2:4], 1), jax.random.PRNGKey(3)))
+            expected = executed_chunk(agent, jnp.stack(observations[2:4], 1), jax.random.PRNGKey(3))
         np.testing.assert_allclose(action, expected[:, t % 3], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(memory["history"], jnp.stack(observations[3:5], 1))
 
