@@ -19,8 +19,18 @@ from dql import configs, logs, run_folder
 from dql.agents import hyperparams
 from dql.data import DatasetError, is_dataset_name, load_dataset, tune_rewards
 from dql.data.d4rl import is_d4rl_name
-from dql.data.evaluation_envs import check_env_matches, env_for_d4rl_name, env_for_dataset
-from dql.trainer import Preempted, TrainingDiverged, check_loop_config, layout_for, train
+from dql.data.evaluation_envs import (
+    check_env_matches,
+    env_for_d4rl_name,
+    env_for_dataset,
+)
+from dql.trainer import (
+    Preempted,
+    TrainingDiverged,
+    check_loop_config,
+    layout_for,
+    train,
+)
 
 DEFAULT_DATASET = "pendulum-mixed-v0"
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process ended by it: not finished, resumable
@@ -141,10 +151,17 @@ def main(argv):
     except (DatasetError, ValueError, ImportError) as error:
         sys.exit(f"error: {error}")
 
+    # train first checks (or creates) the run folders
+    _report_and_run(config, dataset, lambda: train(config, dataset, workdir, env))
+
+
+def _report_and_run(config, dataset, run) -> None:
+    """Print the resolved config and the data, then run: SIGTERM exits 143 (resumable), a diverged run or bad data
+    exits with its one-line error."""
     print("resolved config:\n" + json.dumps(run_folder.jsonable(config), indent=2, sort_keys=True), flush=True)
     print("dataset: " + json.dumps(dataset.summary()), flush=True)
     try:
-        train(config, dataset, workdir, env)  # which first checks (or creates) the run folders
+        run()
     except Preempted:
         sys.exit(PREEMPTED_EXIT_CODE)
     except (TrainingDiverged, DatasetError, ValueError) as error:
@@ -211,27 +228,13 @@ def _train_imitation(config) -> None:
     try:
         check_imitation_config(config)
         hyperparams(config.algo, config, [1.0])  # before a download or a dataset generation, not after it
-        if is_d4rl_name(FLAGS.dataset) and not FLAGS.env:
-            env_for_d4rl_name(FLAGS.dataset)
-        dataset = load_dataset(FLAGS.dataset)
-        env = env_for_dataset(dataset, FLAGS.env)
-        if env is None:
-            raise DatasetError(f"--algo={config.algo} trains in the environment of its demonstrations, and none is "
-                               f"known for dataset {dataset.name}; pass --env=ID")
-        dataset.max_action = check_env_matches(dataset, *env)
+        dataset, env = _load_data(config)  # check_imitation_config asked for evaluation, so the env is known
         hyperparams(config.algo, config, dataset.max_action)
         workdir = Path(FLAGS.workdir).expanduser() if FLAGS.workdir else Path("runs") / default_run_name(
             config, dataset.name)
     except (DatasetError, ValueError, ImportError) as error:
         sys.exit(f"error: {error}")
-    print("resolved config:\n" + json.dumps(run_folder.jsonable(config), indent=2, sort_keys=True), flush=True)
-    print("dataset: " + json.dumps(dataset.summary()), flush=True)
-    try:
-        train_imitation(config, dataset, env, workdir)
-    except Preempted:
-        sys.exit(PREEMPTED_EXIT_CODE)
-    except (TrainingDiverged, DatasetError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    _report_and_run(config, dataset, lambda: train_imitation(config, dataset, env, workdir))
 
 
 _CONFIG_ARGS: tuple = (None, {})  # (--config file, --config.KEY overrides), taken from argv by run()

@@ -9,7 +9,8 @@ Each run folder's latest checkpoint acts in the demos' evaluation env, `episodes
 queue). Route coverage of a task: the distinct near-shortest routes (dql.data.demos.routes) among its successful
 episodes, against the number the demonstrations hold; a successful path off every listed route counts as "other".
 Writes `<out>/routes.md` (per method and demos per task: success, routes covered per task, mean ± standard error
-over seeds), `<out>/routes.json` (per run and task) and `<out>/paths_<dataset>.png`.
+over seeds; GAIL's score at every evaluation of every seed and which runs collapsed), `<out>/routes.json` (per run
+and task) and `<out>/paths_<dataset>.png`. Unfinished runs (no summary.json) are left out.
 """
 
 from __future__ import annotations
@@ -72,6 +73,24 @@ def mean_se(values) -> str:
     return f"{values.mean():.2f} ± {se:.2f}"
 
 
+def gail_stability(workdirs: list[Path]) -> list[str]:
+    """GAIL's runs: the score at every evaluation, the best and the final one, and whether the run collapsed (its
+    final score under half its best), with environment steps and wall time."""
+    lines = ["| run | environment steps | wall time | score at each evaluation | best | final | collapsed |",
+             "|---|---|---|---|---|---|---|"]
+    collapsed = []
+    for workdir in workdirs:
+        summary = json.loads((workdir / "summary.json").read_text())
+        scores = [e["score_mean"] for e in summary["evaluations"]]
+        best, final = max(scores), scores[-1]
+        collapsed.append(best > 0 and final < best / 2)
+        lines.append(f"| {workdir.name} | {summary['steps']:,} | {summary['wall_time_s'] / 60:.1f} min | "
+                     f"{' / '.join(f'{score:.0f}' for score in scores)} | {best:.0f} | {final:.0f} | "
+                     f"{'yes' if collapsed[-1] else 'no'} |")
+    lines.append(f"\nCollapsed (final score under half the run's best): {sum(collapsed)} of {len(collapsed)} runs.")
+    return lines
+
+
 def draw_paths(path: Path, spec: str, task: int, demo_paths: list[np.ndarray], method_paths: dict) -> None:
     import matplotlib
 
@@ -99,7 +118,8 @@ def main(argv):
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     per_run, table, pictures = [], defaultdict(list), defaultdict(dict)
-    for workdir in find_runs(argv[1:]):
+    finished = [workdir for workdir in find_runs(argv[1:]) if (workdir / "summary.json").exists()]
+    for workdir in finished:
         config = json.loads((workdir / "config.json").read_text())
         spec = config["dataset"]
         env_id = gym_datasets.parse_spec(spec)[0]
@@ -126,6 +146,10 @@ def main(argv):
                          f"listed) | {mean_se([np.mean(r['other']) for r in runs])} |")
         draw_paths(out / f"paths_{spec.replace(':', '_').replace('/', '_')}.png", spec, FLAGS.task,
                    demo_paths[FLAGS.task], pictures[spec])
+    gail_runs = [workdir for workdir in finished
+                 if json.loads((workdir / "config.json").read_text())["algo"] == "gail"]
+    if gail_runs:
+        lines += ["", "GAIL's stability:", "", *gail_stability(gail_runs)]
     (out / "routes.md").write_text("\n".join(lines) + "\n")
     (out / "routes.json").write_text(json.dumps(per_run, indent=1) + "\n")
     print("\n".join(lines))
