@@ -87,7 +87,7 @@ def bandit_config(**overrides):
     # leaves x_T 0.9 signal, so samples drawn from N(0, I) land between the modes): the bandit's chunks are one action
     # repeated, so the chunk model must find the four modes as a one-step model would.
     return small_config("diffusion_policy", pred_horizon=4, action_horizon=2, dim=16, dim_mults=(1, 2),
-                        diffusion_steps=20, beta_schedule="cosine", sampler="ddpm", lr=1e-3, batch_size=128,
+                        diffusion_steps=20, beta_schedule="cosine", sampler="ddpm", lr=1e-3, batch_size=64,
                         steps=1500, warmup_steps=50, **overrides)
 
 
