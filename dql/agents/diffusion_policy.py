@@ -79,7 +79,7 @@ class DiffusionPolicyHyperparams(common.Hyperparams):
             unit_interval=("adam_b1", "adam_b2", "ema_max_decay", "condition_dropout"),
             choices={"beta_schedule": SCHEDULES, "sampler": SAMPLERS},
         )
-        check_horizon(self.pred_horizon, self.dim_mults)
+        check_horizon(self.pred_horizon, self.dim_mults, "pred_horizon")
         if self.obs_horizon + self.action_horizon - 1 > self.pred_horizon:
             raise ValueError(f"--config.pred_horizon={self.pred_horizon} must cover the observed steps and the executed "
                              f"ones: obs_horizon + action_horizon - 1 = {self.obs_horizon + self.action_horizon - 1}")

@@ -18,11 +18,12 @@ from dql.nets import TorchDense, _torch_uniform, mish, sinusoidal_embedding
 
 
 
-def check_horizon(horizon: int, dim_mults: Sequence[int]) -> None:
-    """The U-Net halves the horizon once per resolution but the last and doubles it back: H must survive that."""
+def check_horizon(horizon: int, dim_mults: Sequence[int], flag: str = "horizon") -> None:
+    """The U-Net halves the horizon once per resolution but the last and doubles it back: H must survive that.
+    flag: the config key that set H, named in the error."""
     divisor = 2 ** (len(dim_mults) - 1)
     if horizon < 1 or horizon % divisor:
-        raise ValueError(f"--config.horizon={horizon} must be a positive multiple of {divisor} (2^(len(dim_mults) - 1) "
+        raise ValueError(f"--config.{flag}={horizon} must be a positive multiple of {divisor} (2^(len(dim_mults) - 1) "
                          f"for dim_mults={tuple(dim_mults)}), or the U-Net's skip connections would not line up")
 
 
