@@ -12,6 +12,7 @@ from ml_collections import ConfigDict
 
 from dql.agents import create_agent, select_actions
 from dql.checkpoint import Checkpoints
+from dql.configs import with_added_keys
 
 
 class Policy:
@@ -54,7 +55,7 @@ def load_policy(workdir: str | Path, step: int | None = None) -> Policy:
     for name in ("config.json", "dataset.json"):
         if not (workdir / name).exists():
             raise FileNotFoundError(f"{workdir / name} not found: {workdir} is not a dql run folder")
-    config = ConfigDict(json.loads((workdir / "config.json").read_text()))
+    config = ConfigDict(with_added_keys(json.loads((workdir / "config.json").read_text())))
     info = json.loads((workdir / "dataset.json").read_text())
     checkpoints = Checkpoints(workdir, read_only=True)
     step = checkpoints.latest_step() if step is None else step

@@ -17,6 +17,7 @@ import numpy as np
 
 from dql import logs
 from dql.checkpoint import Checkpoints
+from dql.configs import with_added_keys
 
 
 def jsonable(config) -> dict:
@@ -51,7 +52,7 @@ def holds_run_of(workdir: Path, config) -> bool:
     """True when `workdir` holds a run of this config, False when it is absent or empty; ValueError otherwise."""
     saved_path = workdir / "config.json"
     if saved_path.exists():
-        saved, wanted = json.loads(saved_path.read_text()), jsonable(config)
+        saved, wanted = with_added_keys(json.loads(saved_path.read_text())), jsonable(config)
         changed = sorted(key for key in set(saved) | set(wanted)
                          if saved.get(key) != wanted.get(key) and key not in RUNTIME_KEYS)
         if changed:

@@ -112,3 +112,20 @@ def test_cli_rejects_unreadable_dataset_and_nan_data(tmp_path):
     assert result.returncode != 0
     assert f"{bad}: key 'rewards' has 1 NaN/inf value(s), first at row 3" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_older_than_a_config_key_resumes_at_its_default(tmp_path):
+    """Keys an algorithm gains later (diffusion_bc's guidance keys) are absent from older run folders: such a
+    folder holds a run of today's config at the key's default (which computes what the run computed), and a
+    changed value is still refused, naming the key."""
+    from dql.configs import get_config
+    from dql.run_folder import holds_run_of, jsonable
+
+    config = get_config("diffusion_bc")
+    older = {key: value for key, value in jsonable(config).items()
+             if key not in ("goal_dims", "condition_dropout", "guidance_scale")}
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    assert holds_run_of(tmp_path, config)
+    config.goal_dims = 2
+    with pytest.raises(ValueError, match=r"different config \(goal_dims: saved 0, now 2\)"):
+        holds_run_of(tmp_path, config)

@@ -45,6 +45,18 @@ def get_config(algo: str) -> ml_collections.ConfigDict:
     return algo_module(algo).get_config()
 
 
+def with_added_keys(saved: dict) -> dict:
+    """A run folder's recorded config (JSON) completed with the keys its algorithm gained since, at their base
+    defaults: a key is added with the default that computes what the run computed (goal_dims 0, for example), so an
+    older run folder resumes, loads and compares as it was."""
+    if saved.get("algo") not in ALGOS:
+        return saved
+    import json
+
+    base = json.loads(json.dumps(get_config(saved["algo"]).to_dict(), default=list))
+    return {**{key: value for key, value in base.items() if key not in saved}, **saved}
+
+
 def resolve(algo: str, dataset: str | None, base: ml_collections.ConfigDict | None = None,
             loop_flags: dict | None = None, overrides: dict | None = None) -> ml_collections.ConfigDict:
     """Base (the algorithm's, or `base`) < the dataset's row < loop flags < dotted `--config.*` overrides.
