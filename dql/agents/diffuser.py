@@ -30,6 +30,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common
+from dql.agents import normalizer as affine
 from dql.data.dataset import Dataset, training_arrays
 from dql.data.windows import trajectory_windows
 from dql.diffusion.ddpm import q_sample
@@ -45,11 +46,9 @@ from dql.planning import (
     trajectory_loss,
 )
 
-NORMALIZERS = ("gaussian", "limits")
 # How an episode is driven (`control`): replan every step and act with the plan's first action (locomotion);
 # plan once and track the plan's states with Diffuser's maze controller; plan once and play the plan's actions.
 CONTROLS = ("replan", "waypoints", "actions")
-STAT_KEYS = ("observation_shift", "observation_scale", "action_shift", "action_scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +94,7 @@ class DiffuserHyperparams(common.Hyperparams):
                       "state_dims": 0},
             positive=("lr", "value_lr", "action_weight", "loss_discount"),
             unit_interval=("ema_decay", "value_discount"),
-            choices={"beta_schedule": SCHEDULES, "control": CONTROLS, "normalizer": NORMALIZERS},
+            choices={"beta_schedule": SCHEDULES, "control": CONTROLS, "normalizer": affine.KINDS},
         )
         check_horizon(self.horizon, self.dim_mults)
         if self.max_path_length < self.horizon:
@@ -141,23 +140,6 @@ def planned_state_dim(hp: DiffuserHyperparams, observation_dim: int, action_dim:
     return state_dim
 
 
-def normalizer_statistics(observations: np.ndarray, actions: np.ndarray, kind: str) -> dict[str, np.ndarray]:
-    """Per-dimension (shift, scale) of x -> (x - shift) / scale. Gaussian: (mean, std); limits: (centre, half
-    range), which maps [min, max] onto [-1, 1]. A constant dimension gets scale 1 (Diffuser would divide by 0;
-    its SafeLimitsNormalizer widens such a range by 1 on each side, which is the same)."""
-    stats = {}
-    for name, x in (("observation", observations), ("action", actions)):
-        x = np.asarray(x, np.float64)
-        if kind == "gaussian":
-            shift, scale = x.mean(axis=0), x.std(axis=0)
-        else:
-            low, high = x.min(axis=0), x.max(axis=0)
-            shift, scale = (high + low) / 2, (high - low) / 2
-        stats[f"{name}_shift"] = shift.astype(np.float32)
-        stats[f"{name}_scale"] = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
-    return stats
-
-
 class DiffuserAgent(struct.PyTreeNode):
     model: TrainState
     model_ema_params: Any
@@ -181,9 +163,10 @@ class DiffuserAgent(struct.PyTreeNode):
     def dataset_statistics(dataset: Dataset, config) -> dict[str, np.ndarray]:
         """The normaliser, from the dataset's rows (not the padding), as Diffuser's DatasetNormalizer takes it: of
         the planned state's entries and the actions."""
-        if config.normalizer not in NORMALIZERS:
-            raise ValueError(f"--config.normalizer={config.normalizer!r}; expected one of {', '.join(NORMALIZERS)}")
-        return normalizer_statistics(dataset.observations[:, :int(config.state_dims) or None], dataset.actions,
+        if config.normalizer not in affine.KINDS:
+            raise ValueError(f"--config.normalizer={config.normalizer!r}; expected one of "
+                             f"{', '.join(affine.KINDS)}")
+        return affine.statistics(dataset.observations[:, :int(config.state_dims) or None], dataset.actions,
                                      config.normalizer)
 
     @classmethod
@@ -193,17 +176,7 @@ class DiffuserAgent(struct.PyTreeNode):
         if len(hp.max_action) != action_dim:
             raise ValueError(f"max_action has {len(hp.max_action)} entries, expected action_dim={action_dim}")
         state_dim = planned_state_dim(hp, observation_dim, action_dim)
-        if observation_stats is None:
-            observation_stats = {"observation_shift": np.zeros(state_dim), "observation_scale":
-                                 np.ones(state_dim), "action_shift": np.zeros(action_dim),
-                                 "action_scale": np.ones(action_dim)}
-        if not isinstance(observation_stats, dict) or set(observation_stats) != set(STAT_KEYS):
-            raise ValueError("DiffuserAgent.create takes the normaliser of DiffuserAgent.dataset_statistics "
-                             f"(a dict of {', '.join(STAT_KEYS)})")
-        normalizer = {key: jnp.asarray(value, jnp.float32) for key, value in observation_stats.items()}
-        if normalizer["observation_shift"].shape != (state_dim,):
-            raise ValueError(f"the normaliser covers {normalizer['observation_shift'].shape[0]} observation entries, "
-                             f"the planned state has {state_dim}")
+        stats = affine.from_statistics(observation_stats, state_dim, action_dim, "DiffuserAgent")
         transition_dim = state_dim + action_dim
         x = jnp.zeros((1, hp.horizon, transition_dim))
         t = jnp.zeros((1,), jnp.int32)
@@ -219,7 +192,7 @@ class DiffuserAgent(struct.PyTreeNode):
                                             common.make_optimizer(optax.constant_schedule(hp.value_lr), 0))
             value_ema = jax.tree_util.tree_map(jnp.copy, value_params)
         return cls(model=model, model_ema_params=jax.tree_util.tree_map(jnp.copy, params), value=value,
-                   value_ema_params=value_ema, normalizer=normalizer, rng=rng, step=jnp.zeros((), jnp.int32), hp=hp)
+                   value_ema_params=value_ema, normalizer=stats, rng=rng, step=jnp.zeros((), jnp.int32), hp=hp)
 
     # ----------------------------------------------------------------------------------------- normalisation
     @property
@@ -231,12 +204,10 @@ class DiffuserAgent(struct.PyTreeNode):
         return self.normalizer["observation_shift"].shape[0]
 
     def normalize(self, x: jax.Array, name: str) -> jax.Array:
-        return (x - self.normalizer[f"{name}_shift"]) / self.normalizer[f"{name}_scale"]
+        return affine.normalize(self.normalizer, x, name)
 
     def unnormalize(self, x: jax.Array, name: str) -> jax.Array:
-        if self.hp.normalizer == "limits":  # Diffuser clips to the range it learned before mapping back
-            x = jnp.clip(x, -1.0, 1.0)
-        return x * self.normalizer[f"{name}_scale"] + self.normalizer[f"{name}_shift"]
+        return affine.unnormalize(self.normalizer, x, name, clip=self.hp.normalizer == "limits")
 
     def trajectories(self, batch: common.Batch) -> jax.Array:
         """[B, H, action_dim + state_dim]: normalised actions, then the normalised planned part of the observations

@@ -34,7 +34,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dql.agents import common, conditioning
-from dql.agents.diffuser import normalizer_statistics
+from dql.agents import normalizer as affine
 from dql.data.dataset import Dataset
 from dql.data.windows import action_chunk_windows
 from dql.diffusion.ddpm import diffusion_loss, sample
@@ -43,7 +43,6 @@ from dql.diffusion.schedules import SCHEDULES, DiffusionSchedule
 from dql.planning import TemporalUnet, check_horizon
 
 SAMPLERS = ("ddim", "ddpm")
-STAT_KEYS = ("observation_shift", "observation_scale", "action_shift", "action_scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +130,7 @@ class DiffusionPolicyAgent(struct.PyTreeNode):
     @staticmethod
     def dataset_statistics(dataset: Dataset, config) -> dict[str, np.ndarray]:
         """The [-1, 1] normaliser of the observations and actions (their data limits)."""
-        return normalizer_statistics(dataset.observations, dataset.actions, "limits")
+        return affine.statistics(dataset.observations, dataset.actions, "limits")
 
     @classmethod
     def create(cls, rng: jax.Array, observation_dim: int, action_dim: int, hp: DiffusionPolicyHyperparams,
@@ -140,14 +139,7 @@ class DiffusionPolicyAgent(struct.PyTreeNode):
         if len(hp.max_action) != action_dim:
             raise ValueError(f"max_action has {len(hp.max_action)} entries, expected action_dim={action_dim}")
         conditioning.check_guidance(hp.goal_dims, hp.condition_dropout, hp.guidance_scale, observation_dim)
-        if observation_stats is None:
-            observation_stats = {"observation_shift": np.zeros(observation_dim), "observation_scale":
-                                 np.ones(observation_dim), "action_shift": np.zeros(action_dim),
-                                 "action_scale": np.ones(action_dim)}
-        if not isinstance(observation_stats, dict) or set(observation_stats) != set(STAT_KEYS):
-            raise ValueError("DiffusionPolicyAgent.create takes the normaliser of "
-                             f"DiffusionPolicyAgent.dataset_statistics (a dict of {', '.join(STAT_KEYS)})")
-        normalizer = {key: jnp.asarray(value, jnp.float32) for key, value in observation_stats.items()}
+        stats = affine.from_statistics(observation_stats, observation_dim, action_dim, "DiffusionPolicyAgent")
         condition_dim = hp.obs_horizon * conditioning.condition_size(observation_dim, hp.goal_dims)
         rng, key = jax.random.split(rng)
         unet = _unet(hp, action_dim)
@@ -155,7 +147,7 @@ class DiffusionPolicyAgent(struct.PyTreeNode):
                            jnp.zeros((1, condition_dim)))
         tx = optax.adamw(learning_rate(hp), b1=hp.adam_b1, b2=hp.adam_b2, eps=1e-8, weight_decay=hp.weight_decay)
         return cls(model=common.make_train_state(unet.apply, params, tx),
-                   ema_params=jax.tree_util.tree_map(jnp.copy, params), normalizer=normalizer, rng=rng,
+                   ema_params=jax.tree_util.tree_map(jnp.copy, params), normalizer=stats, rng=rng,
                    step=jnp.zeros((), jnp.int32), hp=hp)
 
     # ----------------------------------------------------------------------------------------- normalisation
@@ -164,10 +156,10 @@ class DiffusionPolicyAgent(struct.PyTreeNode):
         return len(self.hp.max_action)
 
     def normalize(self, x: jax.Array, name: str) -> jax.Array:
-        return (x - self.normalizer[f"{name}_shift"]) / self.normalizer[f"{name}_scale"]
+        return affine.normalize(self.normalizer, x, name)
 
     def unnormalize(self, x: jax.Array, name: str) -> jax.Array:
-        return jnp.clip(x, -1.0, 1.0) * self.normalizer[f"{name}_scale"] + self.normalizer[f"{name}_shift"]
+        return affine.unnormalize(self.normalizer, x, name, clip=True)
 
     def condition(self, history: jax.Array, keep) -> jax.Array:
         """[B, To, obs] observations (data units) -> the network's global condition [B, To * (obs [+ 1])]: the
