@@ -32,7 +32,7 @@ from absl import app, flags
 from benchmarks import reference
 from dql.configs import resolve
 from dql.data import load_dataset
-from dql.evaluation import rollout
+from dql.envs import rollout
 from dql.logs import MetricsCSV, plot_learning_curve
 from dql.run_folder import check_same_data, jsonable, write_json
 

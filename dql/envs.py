@@ -1,11 +1,12 @@
 """Making Gymnasium environments as the data see them: the optional robotics registration, the flattening of a
-point maze's dict observation, single and vector envs. The ground floor: it imports nothing else of dql but its
+point maze's dict observation, single and vector envs, and the batched rollout that evaluation and the studies run. The ground floor: it imports nothing else of dql but its
 error type, and knows no datasets (which env evaluates which dataset: dql.data.evaluation_envs)."""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import Callable
 
 import numpy as np
 
@@ -128,3 +129,41 @@ def make_vector_env(env_id: str, env_kwargs: dict, num_envs: int):
                                 wrappers=_wrappers(env_id, task_cells) or None, **env_kwargs)
     except gym.error.Error as error:
         raise DatasetError(f"--env: cannot make Gymnasium environment {env_id!r}: {error}") from error
+
+
+BatchPolicy = Callable[[np.ndarray, int], np.ndarray]
+
+
+def rollout(policy: BatchPolicy, env_id: str, env_kwargs: dict, num_episodes: int, seed: int | list[int],
+            on_step: Callable[[np.ndarray, np.ndarray], None] | None = None) -> dict:
+    """Run `num_episodes` episodes in parallel; policy(observations [B, obs_dim], t) -> actions [B, act_dim].
+
+    Each env runs until its first episode ends; environment i is seeded with seed + i (or with seed[i] when a list
+    is given: several programs' evaluations stepped together), so a run is reproducible. on_step(observations,
+    running) sees the first observations and each step's, with the mask of the episodes they belong to (a study
+    records paths with it). Returns {"returns": [B], "lengths": [B]}.
+    """
+    seeds = [seed + i for i in range(num_episodes)] if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != num_episodes:
+        raise ValueError(f"rollout: {len(seeds)} env seeds for {num_episodes} episodes")
+    envs = make_vector_env(env_id, env_kwargs, num_episodes)
+    try:
+        observations, _ = envs.reset(seed=seeds)
+        returns = np.zeros(num_episodes, np.float64)
+        lengths = np.zeros(num_episodes, np.int64)
+        running = np.ones(num_episodes, bool)
+        if on_step is not None:
+            on_step(observations, running)
+        t = 0
+        while running.any():
+            actions = np.asarray(policy(np.asarray(observations, np.float32), t))
+            observations, rewards, terminated, truncated, _ = envs.step(actions)
+            if on_step is not None:
+                on_step(observations, running)
+            returns += np.where(running, rewards, 0.0)
+            lengths += running
+            running &= ~(terminated | truncated)
+            t += 1
+    finally:
+        envs.close()
+    return {"returns": returns, "lengths": lengths}

@@ -27,7 +27,7 @@ import numpy as np
 from dql import logs
 from dql.agents import create_agent, select_actions
 from dql.data.behaviour import save_actor
-from dql.evaluation import rollout
+from dql.envs import rollout
 from dql.online_state import OnlineState, env_rng_state, restore_episode
 from dql.stopping import Preempted, StopSignal, TrainingDiverged, first_nonfinite
 

@@ -2,7 +2,7 @@
 
 Each round steps `num_envs` envs together for `rollout_length` steps (one compiled policy call per step for all
 envs), then runs one compiled `agent.update` on the rollout (discriminator updates, rewards, GAE, PPO epochs).
-`--steps` counts environment steps over all envs; evaluation (`dql.evaluation.rollout`, the deterministic policy)
+`--steps` counts environment steps over all envs; evaluation (`dql.envs.rollout`, the deterministic policy)
 and checkpoints happen at round boundaries. The run folder holds config.json, dataset.json, metrics.csv (one row per
 round), learning_curve.png, summary.json and orbax checkpoints, so `dql.load_policy(workdir)` works on it.
 
@@ -30,8 +30,7 @@ from dql import logs
 from dql.agents import AGENTS, hyperparams, select_actions
 from dql.checkpoint import Checkpoints
 from dql.data import Dataset
-from dql.envs import make_env
-from dql.evaluation import rollout
+from dql.envs import make_env, rollout
 from dql.run_folder import prepare_program, write_json
 from dql.stopping import Preempted, StopSignal, TrainingDiverged, first_nonfinite
 

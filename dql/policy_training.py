@@ -21,7 +21,7 @@ from dql.configs.sac import get_config
 from dql.data import gym_datasets
 from dql.data.behaviour import BehaviourPolicy, load_actor, save_actor
 from dql.data.dataset import DatasetError
-from dql.evaluation import rollout
+from dql.envs import rollout
 from dql.online import train_online
 
 

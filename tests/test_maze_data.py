@@ -172,8 +172,7 @@ def test_a_cached_file_of_another_generator_version_is_regenerated(cache, monkey
 
 def test_evaluation_env_sees_the_datas_flat_observations(cache):
     from dql.data.evaluation_envs import check_env_matches, env_for_dataset
-    from dql.envs import make_vector_env
-    from dql.evaluation import rollout
+    from dql.envs import make_vector_env, rollout
 
     dataset = load_dataset(f"gym:{UMAZE}/waypoint/300")
     env_id, env_kwargs = env_for_dataset(dataset, None)
@@ -204,9 +203,9 @@ def test_minari_pointmaze_reads_as_the_flat_vectors_the_env_is_evaluated_in(tmp_
     """A Minari dataset in D4RL/pointmaze's form (dict observations, recorded with minari's DataCollector in the
     point maze) becomes [observation, desired_goal] rows that the flattened evaluation env accepts, and Diffuser
     takes the maze row for Minari's D4RL/pointmaze names."""
-    import gymnasium as gym
     import warnings
 
+    import gymnasium as gym
     import minari
 
     from dql.configs import resolve

@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from dql.data.maze import ENVS, MazeGeometry, WaypointController, geometry_of, make_maze_env, maze_cells, maze_map
-from dql.envs import TASK_CELLS, flatten_maze_observation, make_vector_env
+from dql.envs import TASK_CELLS, flatten_maze_observation, rollout
 
 MAZE_LEVEL = "demos"
 EXPERT_LEVEL = "expert-demos"
@@ -285,22 +285,15 @@ def evaluate_tasks(policy, env_id: str, episodes_per_task: int, seed: int = 0) -
     task_list = tasks(env_id)
     count, geometry = len(task_list), geometry_of(env_id)
     total = count * episodes_per_task
-    envs = make_vector_env(env_id, evaluation_kwargs(env_id), total)
-    try:
-        observations, _ = envs.reset(seed=[count * seed + i for i in range(total)])
-        paths = [[np.asarray(observation[:2], np.float64)] for observation in observations]
-        returns, lengths, running, t = np.zeros(total), np.zeros(total, int), np.ones(total, bool), 0
-        while running.any():
-            actions = np.asarray(policy(np.asarray(observations, np.float32), t))
-            observations, rewards, terminated, truncated, _ = envs.step(actions)
-            for i in np.flatnonzero(running):
-                paths[i].append(np.asarray(observations[i, :2], np.float64))
-            returns += np.where(running, rewards, 0.0)
-            lengths += running
-            running &= ~(terminated | truncated)
-            t += 1
-    finally:
-        envs.close()
+    paths = [[] for _ in range(total)]
+
+    def record(observations, running):
+        for i in np.flatnonzero(running):
+            paths[i].append(np.asarray(observations[i, :2], np.float64))
+
+    result = rollout(policy, env_id, evaluation_kwargs(env_id), total, [count * seed + i for i in range(total)],
+                     on_step=record)
+    returns, lengths = result["returns"], result["lengths"]
     index = np.arange(total).reshape(episodes_per_task, count).T  # [K, E]: episode i is task i mod K
     successes = returns[index] > 0
     taken = [[route_of(np.stack(paths[i]), geometry, goal_cell=task_list[k][1]) for i in index[k]]
