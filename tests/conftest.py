@@ -33,3 +33,10 @@ def pendulum_file(tmp_path):
                "max_action": np.array([2.0], np.float32)},
     )
     return path
+
+
+@pytest.fixture
+def dataset_cache(tmp_path, monkeypatch):
+    """A fresh dataset cache (DQL_DATASET_DIR) for tests that generate datasets."""
+    monkeypatch.setenv("DQL_DATASET_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -166,3 +166,13 @@ def same_leaves(a, b) -> bool:
     import jax
 
     return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def read_hdf5(path) -> tuple[dict, dict]:
+    """Every dataset of an hdf5 file by its path inside the file ('infos/goal'), and the file's attributes."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        arrays = {}
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+        return arrays, dict(f.attrs)

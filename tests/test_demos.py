@@ -3,11 +3,18 @@
 import json
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import pytest
 
-from dql.data import DatasetError, demos, gym_datasets, is_dataset_name, load_dataset, maze
+from dql.data import (
+    DatasetError,
+    demos,
+    gym_datasets,
+    is_dataset_name,
+    load_dataset,
+    maze,
+)
+from tests.helpers import read_hdf5
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -22,19 +29,6 @@ RING = [  # ten cells around a 1 x 2 wall
 ]
 TOP = ((1, 1), (1, 2), (1, 3), (1, 4))
 AROUND = ((1, 1), (2, 1), (3, 1), (3, 2), (3, 3), (3, 4), (2, 4), (1, 4))
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DQL_DATASET_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def _read(path):
-    with h5py.File(path, "r") as f:
-        arrays = {}
-        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-        return arrays, dict(f.attrs)
 
 
 def _episodes(arrays):
@@ -95,9 +89,9 @@ def test_route_of_erases_detours_and_completes_the_goal_cell():
     assert demos.route_of(circle, geometry) == ((1, 1),)
 
 
-def test_medium_demos_reach_their_goals_along_several_routes_each(cache):
+def test_medium_demos_reach_their_goals_along_several_routes_each(dataset_cache):
     dataset = load_dataset(f"gym:{MEDIUM}/demos/10")
-    arrays, attrs = _read(gym_datasets.dataset_path(MEDIUM, "demos", 10, 0))
+    arrays, attrs = read_hdf5(gym_datasets.dataset_path(MEDIUM, "demos", 10, 0))
     task_list, geometry = demos.tasks(MEDIUM), maze.geometry_of(MEDIUM)
     episodes = list(_episodes(arrays))
     assert len(episodes) == 10 * len(task_list) and not arrays["timeouts"].any()
@@ -129,7 +123,7 @@ def test_medium_demos_reach_their_goals_along_several_routes_each(cache):
     assert json.loads(attrs["route_counts"]) == [4, 4, 4, 4, 4, 3, 3, 3, 3, 3]
 
 
-def test_count_is_per_task_seed_gives_the_same_bytes(cache, tmp_path):
+def test_count_is_per_task_seed_gives_the_same_bytes(dataset_cache, tmp_path):
     two, three = load_dataset(f"gym:{UMAZE}/demos/2"), load_dataset(f"gym:{UMAZE}/demos/3")
     assert two.summary()["episodes"] == 2 * 4 and three.summary()["episodes"] == 3 * 4
     assert gym_datasets.dataset_name(UMAZE, "demos", 50) == f"gym:{UMAZE}/demos"  # the default, 50 per task
@@ -142,7 +136,7 @@ def test_count_is_per_task_seed_gives_the_same_bytes(cache, tmp_path):
     assert digests[0] == digests[1] != digests[2]
 
 
-def test_demos_evaluate_by_success_at_the_tasks_in_turn(cache):
+def test_demos_evaluate_by_success_at_the_tasks_in_turn(dataset_cache):
     from dql.data.evaluation_envs import check_env_matches, env_for_dataset
     from dql.envs import make_vector_env
 
@@ -168,10 +162,10 @@ def test_demos_evaluate_by_success_at_the_tasks_in_turn(cache):
     assert dataset.normalized_score(np.array([1.0, 0.0])).tolist() == [100.0, 0.0]
 
 
-def test_hopper_expert_demos_are_whole_expert_episodes(cache):
+def test_hopper_expert_demos_are_whole_expert_episodes(dataset_cache):
     reference = gym_datasets.reference("Hopper-v5")
     dataset = load_dataset("gym:Hopper-v5/expert-demos/2")
-    arrays, attrs = _read(gym_datasets.dataset_path("Hopper-v5", "expert-demos", 2, 0))
+    arrays, attrs = read_hdf5(gym_datasets.dataset_path("Hopper-v5", "expert-demos", 2, 0))
     ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
     assert len(ends) == 2 and ends[-1] == len(arrays["rewards"]) - 1 and dataset.summary()["episodes"] == 2
     # Demonstration i is env i's first episode, from its seeded reset (seed + i).
@@ -187,7 +181,7 @@ def test_hopper_expert_demos_are_whole_expert_episodes(cache):
     assert attrs["count_meaning"] == "whole episodes"
 
 
-def test_a_cached_file_of_another_demos_version_is_regenerated(cache, monkeypatch, capsys):
+def test_a_cached_file_of_another_demos_version_is_regenerated(dataset_cache, monkeypatch, capsys):
     load_dataset(f"gym:{UMAZE}/demos/1")
     monkeypatch.setattr(demos, "DEMOS_VERSION", demos.DEMOS_VERSION + 1)
     load_dataset(f"gym:{UMAZE}/demos/1")

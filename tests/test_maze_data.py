@@ -4,12 +4,12 @@ gym:PointMaze_*-v3/waypoint tiers and the flattened evaluation env."""
 import json
 import sys
 
-import h5py
 import numpy as np
 import pytest
 
 from dql.data import DatasetError, gym_datasets, load_dataset, maze, scores
 from dql.envs import flatten_maze_observation
+from tests.helpers import read_hdf5
 
 pytest.importorskip("gymnasium_robotics")
 
@@ -84,23 +84,10 @@ def test_controller_reaches_and_holds_the_goal_only_with_the_right_signs(gains, 
     assert (held.sum() >= 4) if holds else (held.sum() <= 1), result
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DQL_DATASET_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def _read(path):
-    with h5py.File(path, "r") as f:
-        arrays = {}
-        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-        return arrays, dict(f.attrs)
-
-
-def test_waypoint_tier_layout_episodes_and_metadata(cache):
+def test_waypoint_tier_layout_episodes_and_metadata(dataset_cache):
     dataset = load_dataset(f"gym:{UMAZE}/waypoint/2000")
     path = gym_datasets.dataset_path(UMAZE, "waypoint", 2000, 0)
-    arrays, attrs = _read(path)
+    arrays, attrs = read_hdf5(path)
     observations, next_observations = arrays["observations"], arrays["next_observations"]
     timeouts = arrays["timeouts"]
     assert observations.shape == next_observations.shape == (2000, 6) and arrays["actions"].shape == (2000, 2)
@@ -149,10 +136,10 @@ def test_waypoint_tier_layout_episodes_and_metadata(cache):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
-def test_same_seed_same_file_other_seed_other_data(cache, tmp_path):
+def test_same_seed_same_file_other_seed_other_data(dataset_cache, tmp_path):
     paths = [gym_datasets.generate(UMAZE, "waypoint", 1500, seed=seed, path=tmp_path / f"{name}.hdf5")
              for name, seed in (("a", 3), ("b", 3), ("c", 4))]
-    (first, first_attrs), (again, again_attrs), (other, _) = (_read(path) for path in paths)
+    (first, first_attrs), (again, again_attrs), (other, _) = (read_hdf5(path) for path in paths)
     assert sorted(first) == sorted(again) == ["actions", "infos/goal", "infos/qpos", "infos/qvel", "next_observations",
                                               "observations", "rewards", "terminals", "timeouts"]
     for key in first:
@@ -161,16 +148,16 @@ def test_same_seed_same_file_other_seed_other_data(cache, tmp_path):
     assert not np.array_equal(first["observations"], other["observations"])
 
 
-def test_a_cached_file_of_another_generator_version_is_regenerated(cache, monkeypatch, capsys):
+def test_a_cached_file_of_another_generator_version_is_regenerated(dataset_cache, monkeypatch, capsys):
     load_dataset(f"gym:{UMAZE}/waypoint/300")
     monkeypatch.setattr(maze, "GENERATOR_VERSION", maze.GENERATOR_VERSION + 1)
     load_dataset(f"gym:{UMAZE}/waypoint/300")
     assert "another version of the waypoint generator" in capsys.readouterr().err
-    _, attrs = _read(gym_datasets.dataset_path(UMAZE, "waypoint", 300, 0))
+    _, attrs = read_hdf5(gym_datasets.dataset_path(UMAZE, "waypoint", 300, 0))
     assert attrs["generator_version"] == maze.GENERATOR_VERSION
 
 
-def test_evaluation_env_sees_the_datas_flat_observations(cache):
+def test_evaluation_env_sees_the_datas_flat_observations(dataset_cache):
     from dql.data.evaluation_envs import check_env_matches, env_for_dataset
     from dql.envs import make_vector_env, rollout
 
@@ -256,7 +243,7 @@ def test_bad_maze_specs_name_what_exists(spec, message):
         load_dataset(spec)
 
 
-def test_without_gymnasium_robotics_generation_says_how_to_install_it(cache, monkeypatch):
+def test_without_gymnasium_robotics_generation_says_how_to_install_it(dataset_cache, monkeypatch):
     monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # as if not installed
     with pytest.raises(DatasetError, match=r"gymnasium-robotics, which is not installed.*dql\[robotics\]"):
         load_dataset(f"gym:{UMAZE}/waypoint/100")
