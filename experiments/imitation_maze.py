@@ -23,11 +23,13 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from dql.data import gym_datasets, load_dataset
+from dql.data import gym_datasets, load_dataset, maze
 from dql.data.demos import episode_table, evaluate_tasks, routes, tasks
 from dql.evaluation import EpisodePolicy
 from dql.policy import load_policy
+from experiments.maze_plots import draw_maze
 from experiments.runs import find_runs
+from experiments.stability import mean_se, stability_table
 
 flags.DEFINE_string("out", "analysis", "Folder for routes.md, routes.json and the path pictures.")
 flags.DEFINE_integer("episodes_per_task", 5, "Evaluation episodes per task and run.")
@@ -67,30 +69,6 @@ def coverage(result: dict) -> dict:
     return out
 
 
-def mean_se(values) -> str:
-    values = np.asarray(values, np.float64)
-    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-    return f"{values.mean():.2f} ± {se:.2f}"
-
-
-def gail_stability(workdirs: list[Path]) -> list[str]:
-    """GAIL's runs: the score at every evaluation, the best and the final one, and whether the run collapsed (its
-    final score under half its best), with environment steps and wall time."""
-    lines = ["| run | environment steps | wall time | score at each evaluation | best | final | collapsed |",
-             "|---|---|---|---|---|---|---|"]
-    collapsed = []
-    for workdir in workdirs:
-        summary = json.loads((workdir / "summary.json").read_text())
-        scores = [e["score_mean"] for e in summary["evaluations"]]
-        best, final = max(scores), scores[-1]
-        collapsed.append(best > 0 and final < best / 2)
-        lines.append(f"| {workdir.name} | {summary['steps']:,} | {summary['wall_time_s'] / 60:.1f} min | "
-                     f"{' / '.join(f'{score:.0f}' for score in scores)} | {best:.0f} | {final:.0f} | "
-                     f"{'yes' if collapsed[-1] else 'no'} |")
-    lines.append(f"\nCollapsed (final score under half the run's best): {sum(collapsed)} of {len(collapsed)} runs.")
-    return lines
-
-
 def draw_paths(path: Path, spec: str, task: int, demo_paths: list[np.ndarray], method_paths: dict) -> None:
     import matplotlib
 
@@ -98,15 +76,16 @@ def draw_paths(path: Path, spec: str, task: int, demo_paths: list[np.ndarray], m
     import matplotlib.pyplot as plt
 
     panels = [("demonstrations", demo_paths)] + sorted(method_paths.items())
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
-    start, goal = tasks(gym_datasets.parse_spec(spec)[0])[task]
-    for axis, (title, paths) in zip(axes[0], panels):
+    env_id = gym_datasets.parse_spec(spec)[0]
+    geometry = maze.geometry_of(env_id)
+    rows, cols = geometry.shape
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2 * rows / cols + 0.6), squeeze=False)
+    start, goal = tasks(env_id)[task]
+    for index, (axis, (title, paths)) in enumerate(zip(axes[0], panels)):
         for positions in paths:
             axis.plot(positions[:, 0], positions[:, 1], lw=0.8, alpha=0.6)
+        draw_maze(axis, geometry, start, goal, legend=index == 0)
         axis.set_title(f"{title} ({len(paths)})", fontsize=9)
-        axis.set_aspect("equal")
-        axis.set_xticks([])
-        axis.set_yticks([])
     figure.suptitle(f"{spec}: task {task}, cells {start} -> {goal}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -149,7 +128,7 @@ def main(argv):
     gail_runs = [workdir for workdir in finished
                  if json.loads((workdir / "config.json").read_text())["algo"] == "gail"]
     if gail_runs:
-        lines += ["", "GAIL's stability:", "", *gail_stability(gail_runs)]
+        lines += ["", "GAIL's stability:", "", *stability_table(gail_runs)]
     (out / "routes.md").write_text("\n".join(lines) + "\n")
     (out / "routes.json").write_text(json.dumps(per_run, indent=1) + "\n")
     print("\n".join(lines))

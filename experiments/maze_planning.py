@@ -28,6 +28,7 @@ import dql
 from dql.data import load_dataset, maze
 from dql.data.evaluation_envs import env_for_dataset
 from dql.envs import flatten_maze_observation, make_vector_env
+from experiments.maze_plots import draw_maze
 from experiments.runs import evaluate_agent, find_runs, load_run
 
 flags.DEFINE_string("out", "experiments/results/maze-umaze", "Folder for results.json, table.md and plans.png.")
@@ -125,24 +126,11 @@ def draw(path: Path, env_id: str, geometry, pairs, plans: np.ndarray, bc_paths: 
     rows, cols = geometry.shape
     fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 4 * rows / cols + 0.6))
     for index, (ax, (start, goal)) in enumerate(zip(np.atleast_1d(axes), pairs)):
-        for r in range(rows):
-            for c in range(cols):
-                if geometry.maze_map[r][c] == 1:
-                    x, y = geometry.cell_to_xy((r, c))
-                    ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, color="0.35"))
         for trajectory in plans[index]:
             ax.plot(trajectory[:, 0], trajectory[:, 1], color="tab:blue", alpha=0.35, lw=1)
         if bc_paths is not None:
             ax.plot(bc_paths[index][:, 0], bc_paths[index][:, 1], color="tab:orange", lw=2, label="BC rollout")
-        ax.plot(*geometry.cell_to_xy(start), "o", color="tab:green", ms=9, label="start")
-        ax.plot(*geometry.cell_to_xy(goal), "*", color="tab:red", ms=14, label="goal")
-        ax.set_xlim(-cols / 2, cols / 2)
-        ax.set_ylim(-rows / 2, rows / 2)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if index == 0:
-            ax.legend(loc="lower right", fontsize=7)
+        draw_maze(ax, geometry, start, goal, legend=index == 0)
     fig.suptitle(f"{env_id}: {plans.shape[1]} Diffuser plans per start/goal pair (blue)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -36,8 +36,9 @@ def make_run(folder: Path, algo: str, dataset: str, seed: int, scores: list[floa
     key = "score_mean" if normalized else "return_mean"
     final = {"step": steps[-1], "return_mean": scores[-1] if not normalized else 0.0, "return_std": 0.0,
              "score_mean": scores[-1] if normalized else None, "score_std": 1.0 if normalized else None}
-    summary = {"final": final, "dataset": {"name": dataset, "average_normalized_score": 40.0 if normalized else None,
-                                           "average_return": -1.0}}
+    summary = {"final": final, "steps": steps[-1],
+               "dataset": {"name": dataset, "average_normalized_score": 40.0 if normalized else None,
+                           "average_return": -1.0}}
     (folder / "summary.json").write_text(json.dumps(summary))
     with open(folder / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "wall_time_s", f"eval_{key}"])
@@ -216,3 +217,33 @@ def test_report_of_a_sweep_root(tmp_path):
     assert "| 20 | 0.00 [0.00, 0.00] |" in evaluations
     for name in ("performance_profile.png", "curves_hopper-medium-v2.png", "curves_gym_Hopper-v5_medium-replay.png"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_score_against_the_number_of_demonstrations(tmp_path):
+    """experiments.demo_count groups runs by method and N (the default N when the name leaves it out), and counts a
+    GAIL run whose final score fell under half its best as collapsed."""
+    root, out = tmp_path / "runs", tmp_path / "analysis"
+    for seed, final in enumerate([80.0, 90.0, 70.0]):
+        make_run(root / f"bc-10-seed{seed}", "bc", "gym:Hopper-v5/expert-demos/10", seed, [20.0, final])
+    make_run(root / "bc-50-seed0", "bc", "gym:Hopper-v5/expert-demos", 0, [20.0, 95.0])  # /50 is the default
+    for seed, scores in enumerate([[30.0, 60.0, 25.0], [30.0, 60.0, 55.0]]):
+        folder = root / f"gail-10-seed{seed}"
+        make_run(folder, "gail", "gym:Hopper-v5/expert-demos/10", seed, scores)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary.update(evaluations=[{"score_mean": score} for score in scores], wall_time_s=120.0)
+        (folder / "summary.json").write_text(json.dumps(summary))
+    result = subprocess.run([sys.executable, "-m", "experiments.demo_count", str(root), f"--out={out}"], cwd=ROOT,
+                            capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = (out / "demos.md").read_text()
+    assert "| method | N = 10 | N = 50 |" in table
+    assert "| bc | 80.0 ± 5.8 (3) | 95.0 ± 0.0 (1) |" in table  # (80, 90, 70): mean 80, s.e. 10 / sqrt(3)
+    assert "| gail | 40.0 ± 15.0 (2) |  |" in table
+    assert "| gail-10-seed0 | 30 | 2.0 min | 30 / 60 / 25 | 60 | 25 | yes |" in table
+    assert "Collapsed (final score under half the run's best): 1 of 2 runs." in table
+    assert (out / "score_vs_demos.png").stat().st_size > 0
+    mixed = root / "iql-seed0"
+    make_run(mixed, "iql", "hopper-medium-v2", 0, [50.0])
+    result = subprocess.run([sys.executable, "-m", "experiments.demo_count", str(root), f"--out={out}"], cwd=ROOT,
+                            capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+    assert result.returncode != 0 and "'hopper-medium-v2': not a demonstrations dataset" in result.stderr
