@@ -56,6 +56,7 @@ def plot(path: Path, table: dict, data_scores: dict) -> None:
     counts = sorted(data_scores)
     axis.plot(counts, [data_scores[n] for n in counts], "k--", lw=1, label="demonstrations")
     axis.set_xscale("log")
+    axis.minorticks_off()  # a log axis would label 20, 30, 40 as 2 x 10^1, ...
     axis.set_xticks(counts, [str(n) for n in counts])
     axis.set_xlabel("demonstrations (episodes per task)")
     axis.set_ylabel("final normalized score")
