@@ -1,6 +1,7 @@
 """Making Gymnasium environments as the data see them: the optional robotics registration, the flattening of a
-point maze's dict observation, single and vector envs, and the batched rollout that evaluation and the studies run. The ground floor: it imports nothing else of dql but its
-error type, and knows no datasets (which env evaluates which dataset: dql.data.evaluation_envs)."""
+point maze's dict observation, single and vector envs, and the batched rollout that evaluation and the studies run.
+The ground floor: it imports nothing else of dql but its error type, and knows no datasets (which env evaluates
+which dataset: dql.data.evaluation_envs)."""
 
 from __future__ import annotations
 

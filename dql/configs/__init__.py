@@ -8,6 +8,7 @@ then `--config.KEY=VALUE` overrides.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -51,8 +52,6 @@ def with_added_keys(saved: dict) -> dict:
     older run folder resumes, loads and compares as it was."""
     if saved.get("algo") not in ALGOS:
         return saved
-    import json
-
     base = json.loads(json.dumps(get_config(saved["algo"]).to_dict(), default=list))
     return {**{key: value for key, value in base.items() if key not in saved}, **saved}
 
