@@ -175,6 +175,9 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
     layout = layout_for(config)
     seeds = [int(config.seed) + index for index in range(layout.num_seeds)]
     label = f"{config.algo}:{dataset.name}" + (f" x{len(seeds)} seeds" if len(seeds) > 1 else "")
+    # The agents first: a config their create() refuses (a goal wider than the observation, say) must fail before
+    # the run folder and its config.json exist, or the corrected command would find "a run of another config" there.
+    agents, rngs = initial_state(config, dataset, layout)
     dirs = prepare_program(workdir, config, dataset.summary())
     runs = [SeedRun(directory, seed, config, layout.data_width) for directory, seed in zip(dirs, seeds)]
     try:
@@ -183,7 +186,6 @@ def train(config, dataset: Dataset, workdir: str | Path, env: tuple[str, dict] |
                 run_info = {**dataset.summary(), "max_action": np.asarray(dataset.max_action).tolist(),
                             "env_kwargs": env[1] if env else {}, "eval_env_id": env[0] if env else None}
                 (run.directory / "dataset.json").write_text(json.dumps(run_info, indent=2) + "\n")
-        agents, rngs = initial_state(config, dataset, layout)
         step, agents, rngs = _resume(runs, agents, rngs, layout, label)
         evaluator = None
         if env is not None and int(config.eval_episodes) > 0:

@@ -94,6 +94,8 @@ def test_cli_trains_evaluates_saves_and_resumes(tmp_path, pendulum_file):
         (["--config.beta_schedule=sigmoid"], "unknown beta schedule 'sigmoid'"),
         (["--config.reward_tune=clip"], "--config.reward_tune='clip'"),
         (["--config.nonexistent=1"], "nonexistent"),
+        # Refused by the agent's create(), which sees the data's observation size: still before the folder exists.
+        (["--algo=diffusion_bc", "--config.goal_dims=3"], "--config.goal_dims=3 must be between 0 and the obs"),
     ],
 )
 def test_cli_rejects_bad_input_before_training(tmp_path, pendulum_file, args, message):
