@@ -1,5 +1,5 @@
 """experiments.parity_curves (take-off steps and their medians against hand-computed cases, the whole script on
-small run folders) and the progress line's ETA."""
+small run folders), the progress line's ETA and the parity table (benchmarks.parity.table)."""
 
 import csv
 import io
@@ -115,3 +115,23 @@ def test_progress_eta_follows_the_latest_window():
     progress.update(5_000, 5_000, 1.0, {})  # 5000 steps/s
     progress.update(10_000, 5_000, 50.0, {})  # 100 steps/s: 90,000 steps left -> 15 minutes
     assert "ETA 15m00s" in stream.getvalue().splitlines()[-1]
+
+
+def _parity_result(updates: int, distance: float, overrides: list[str]) -> dict:
+    diff = {"params": {"actor": {"rel_l2": distance}, "critic": {"rel_l2": distance / 2}}}
+    at = {"1": diff, str(updates): diff}
+    return {"algo": "cql", "reference": "corl", "repo": "tinkoff-ai/CORL", "file": "cql.py",
+            "reference_commit": "6afec90abc", "overrides": overrides,
+            "variants": [{"variant": "default", "float64": at, "float32": at, "float32_floor": at,
+                          "ours_float32_vs_reference_float64": at}],
+            "differences_found": [{"where": "cql.py:513", "what": "log alpha' starts at 1", "fate": "option"}]}
+
+
+def test_parity_table_shows_each_runs_settings_and_each_finding_once():
+    from benchmarks.parity.table import table
+
+    text = table([_parity_result(20, 3e-15, []), _parity_result(1000, 4e-14, ["batch_size=32"])])
+    rows = [line for line in text.splitlines() if line.startswith("| cql")]
+    assert rows[0].split(" | ")[2:5] == ["default", "1 / 20", "3.0e-15 / 3.0e-15"]  # the worst group, per update
+    assert rows[1].split(" | ")[2:5] == ["default (batch_size=32)", "1 / 1000", "4.0e-14 / 4.0e-14"]
+    assert text.count("log alpha' starts at 1") == 1  # a reference compared twice: its findings listed once

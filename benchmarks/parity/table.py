@@ -31,8 +31,9 @@ def rows(result: dict) -> list[str]:
         float64 = " / ".join(_fmt(worst(variant["float64"][k])) for k in at)
         ours32 = _fmt(worst(variant["ours_float32_vs_reference_float64"][last]))
         floor = _fmt(worst(variant["float32_floor"][last]))
-        out.append(f"| {result['algo']} | {result['repo']} `{result['file']}` @ {commit} | {variant['variant']} | "
-                   f"{' / '.join(at)} | {float64} | {ours32} (floor {floor}) |")
+        settings = f" ({', '.join(result['overrides'])})" if result.get("overrides") else ""
+        out.append(f"| {result['algo']} | {result['repo']} `{result['file']}` @ {commit} | "
+                   f"{variant['variant']}{settings} | {' / '.join(at)} | {float64} | {ours32} (floor {floor}) |")
     return out
 
 
@@ -44,8 +45,10 @@ def table(results: list[dict]) -> str:
     notes = []
     for result in results:
         for found in result.get("differences_found", []):
-            notes.append(f"- {result['algo']} against {result['reference']} ({found['where']}): {found['what']} "
-                         f"**{found['fate']}**")
+            note = (f"- {result['algo']} against {result['reference']} ({found['where']}): {found['what']} "
+                    f"**{found['fate']}**")
+            if note not in notes:  # a reference compared twice (other updates or settings) lists its findings once
+                notes.append(note)
     if notes:
         lines += ["", "Differences found and what became of each:", "", *notes]
     return "\n".join(lines) + "\n"
