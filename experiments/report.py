@@ -118,8 +118,8 @@ def dataset_table(runs: list[dict]) -> list[str]:
     for run in runs:
         groups[(run["dataset"], run.get("env") or "", run["algo"])].append(run)
     lines = ["## Final score per dataset (mean ± standard error over seeds)", "",
-             "Wall time per run: the trainer's clock at its last metrics row, averaged over seeds (a resumed run "
-             "counts its last process only).", "",
+             "Wall time per run: the trainer's clock summed over the run's processes (a resumed run restarts it), "
+             "averaged over seeds.", "",
              "| dataset | evaluated in | algorithm | score | seeds | data average | published | wall time per run |",
              "|---|---|---|---|---|---|---|---|"]
     for (dataset, env, algo), members in sorted(groups.items()):

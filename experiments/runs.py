@@ -58,12 +58,23 @@ def load_run(path: Path) -> dict | None:
         "score_std": float(summary["final"][key.replace("_mean", "_std")]),
         "normalized": key == "score_mean",
         "curve": ([int(r["step"]) for r in rows], [float(r[f"eval_{key}"]) for r in rows]),
-        "wall_time_s": wall_times[-1] if wall_times else None,  # the trainer's clock at its last logged row
+        "wall_time_s": summed_wall_time(wall_times) if wall_times else None,
         "data_average": summary["dataset"]["average_normalized_score"] if key == "score_mean"
         else summary["dataset"]["average_return"],
         # Two files under one name (a replay tier generated on two CPUs) differ here.
         "data_identity": tuple(summary["dataset"].get(k) for k in DATA_IDENTITY_KEYS),
     }
+
+
+def summed_wall_time(clock: list[float]) -> float:
+    """Wall time of a run over all its processes, from the trainer's clock in its metrics rows: each process of a
+    resumed run starts the clock again, so a drop in it ends one process (the last value before it) and starts
+    the next."""
+    total = 0.0
+    for previous, current in zip(clock, clock[1:]):
+        if current < previous:
+            total += previous
+    return total + clock[-1]
 
 
 def check_one_file_per_dataset(runs: list[dict]) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import estimates, report
-from experiments.runs import check_one_file_per_dataset
+from experiments.runs import check_one_file_per_dataset, load_run
 
 pytestmark = pytest.mark.slow  # the report runs as a command over run folders
 
@@ -44,6 +44,17 @@ def make_run(folder: Path, algo: str, dataset: str, seed: int, scores: list[floa
         writer = csv.DictWriter(f, fieldnames=["step", "wall_time_s", f"eval_{key}"])
         writer.writeheader()  # one minute of the trainer's clock per step: a run of N steps took N minutes
         writer.writerows({"step": s, "wall_time_s": 60.0 * s, f"eval_{key}": v} for s, v in zip(steps, scores))
+
+
+def test_a_resumed_runs_wall_time_adds_up_its_processes(tmp_path):
+    make_run(tmp_path / "run", "cql", "gym:Hopper-v5/full-replay", 0, [15.0, 20.0, 30.0, 80.0])
+    # Three processes (SIGTERM after steps 20 and 30): the trainer's clock restarts in each, compile included.
+    clock = {10: 150.0, 20: 310.0, 30: 240.0, 40: 200.0}
+    with open(tmp_path / "run" / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "wall_time_s", "eval_score_mean"])
+        writer.writeheader()
+        writer.writerows({"step": s, "wall_time_s": t, "eval_score_mean": 1.0} for s, t in clock.items())
+    assert load_run(tmp_path / "run")["wall_time_s"] == 310.0 + 240.0 + 200.0  # not the last process's 200
 
 
 def fake_run(algo: str, dataset: str, seed: int, score: float, normalized: bool = True) -> dict:
