@@ -102,7 +102,8 @@ def main(argv):
         versions["torch"] = sys.modules["torch"].__version__
     result = {"benchmark": "parity", "algo": FLAGS.algo, "reference": reference, **case.REFERENCES[reference],
               "reference_commit": git_commit(FLAGS.repo), "dataset": FLAGS.dataset or "random transitions",
-              "updates": FLAGS.updates, "overrides": list(FLAGS.set), "date": time.strftime("%Y-%m-%d"), "machine": cpu_name(),
+              "updates": FLAGS.updates, "overrides": list(FLAGS.set), "date": time.strftime("%Y-%m-%d"),
+              "machine": cpu_name(),
               "versions": versions, "seconds": round(time.perf_counter() - start, 1), **compared,
               "differences_found": case.DIFFERENCES.get(reference, [])}
     write_json(out, result)
