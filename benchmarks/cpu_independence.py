@@ -2,6 +2,7 @@
 dql.reproducible cost; prints JSON.
 
     python -m benchmarks.cpu_independence [--updates=200] [--settings=both|cpu_independent|default]
+    python -m benchmarks.cpu_independence --replay_steps=6000 [--settings=...]
 
 For each setting it starts a child process (XLA reads its flags at start), builds SAC at the generated datasets'
 sizes (Hopper: 11 observations, 3 actions, 2 x 256, batch 256), runs --updates updates on fixed random minibatches
@@ -10,6 +11,12 @@ moment and action, with the updates per second. Run it on two machines (or on on
 `qemu-x86_64 -cpu EPYC-Milan python -m ...`, which presents a Zen 3 without AVX-512) and compare the digests: with
 `cpu_independent` they must agree; `default` shows what the settings guard against. docs/datasets.md has the
 figures.
+
+With --replay_steps=K the child instead re-runs the seeded SAC run behind `gym:Hopper-v5/full-replay` (the shipped
+expert's config: 5,000 random steps, then one update per step in chunks of 50) to step K and prints the sha256 of
+the K buffer rows; where that file is in the dataset cache, the sha256 of its first K rows is printed beside it.
+Equal digests mean this CPU makes the first K rows of the file, a check of the tier itself that an emulated CPU can
+afford (the whole file is 125,000 steps).
 """
 
 from __future__ import annotations
@@ -25,9 +32,14 @@ from absl import app, flags
 
 flags.DEFINE_integer("updates", 200, "SAC updates to fingerprint (a multiple of 50).")
 flags.DEFINE_enum("settings", "both", ["both", "cpu_independent", "default"], "Which process settings to run.")
+flags.DEFINE_integer("replay_steps", 0, "Instead: re-run full-replay's SAC to this step and hash the rows.")
 flags.DEFINE_bool("child", False, "Internal: run the fingerprint in this process.")
 FLAGS = flags.FLAGS
 CHUNK = 50
+REPLAY_ENV, REPLAY_LEVEL = "Hopper-v5", "full-replay"
+# The rows a replay tier's file holds, as the file stores them (timeouts left out: the file marks its last row).
+ROW_KEYS = (("observations", "<f4"), ("actions", "<f4"), ("rewards", "<f4"), ("next_observations", "<f4"),
+            ("terminals", "|b1"))
 
 
 def fingerprint(updates: int) -> dict:
@@ -63,12 +75,52 @@ def fingerprint(updates: int) -> dict:
             "updates_per_s": round(timed / elapsed, 1) if timed > 0 else None}
 
 
+def rows_sha256(arrays, rows: int) -> str:
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for key, dtype in ROW_KEYS:
+        digest.update(np.ascontiguousarray(np.asarray(arrays[key][:rows]), dtype=dtype).tobytes())
+    return digest.hexdigest()
+
+
+def replay_fingerprint(steps: int) -> dict:
+    from dql.data.gym_datasets import REPLAY_UNTIL
+    from dql.online import train_online
+    from dql.policy_training import shipped_sac_config
+
+    config, _ = shipped_sac_config(REPLAY_ENV, REPLAY_UNTIL[REPLAY_LEVEL])
+    start = time.perf_counter()
+    _, buffer, _ = train_online(config, REPLAY_ENV, None, stop_at=steps, verbose=False)
+    return {"replay_steps": steps, "sha256": rows_sha256(buffer.contents(), steps),
+            "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def cached_file_rows(steps: int) -> dict:
+    """The sha256 of the cached full-replay file's first `steps` rows, or why there is none."""
+    import h5py
+
+    from dql.data.gym_datasets import DEFAULT_SEED, dataset_path, parse_spec
+
+    env_id, level, transitions = parse_spec(f"gym:{REPLAY_ENV}/{REPLAY_LEVEL}")
+    path = dataset_path(env_id, level, transitions, DEFAULT_SEED)
+    if not path.exists():
+        return {"file": str(path), "rows_sha256": None, "note": "not in the cache: generate it to compare"}
+    with h5py.File(path, "r") as file:
+        available = len(file["rewards"])
+        if steps > available:
+            sys.exit(f"error: --replay_steps={steps} is past the {available} rows of {path}")
+        return {"file": str(path), "rows_sha256": rows_sha256(file, steps),
+                "cpu_independent": bool(file.attrs.get("cpu_independent", False))}
+
+
 def run_child(settings: str) -> dict:
     from dql import reproducible
     from dql.data.gym_datasets import cpu_description
 
     env = reproducible.subprocess_env() if settings == "cpu_independent" else dict(os.environ)
-    command = [sys.executable, "-m", "benchmarks.cpu_independence", "--child", f"--updates={FLAGS.updates}"]
+    command = [sys.executable, "-m", "benchmarks.cpu_independence", "--child", f"--updates={FLAGS.updates}",
+               f"--replay_steps={FLAGS.replay_steps}"]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"error: the {settings} child failed:\n{result.stderr[-2000:]}")
@@ -79,11 +131,18 @@ def main(argv):
     del argv
     if FLAGS.updates < CHUNK or FLAGS.updates % CHUNK:
         raise app.UsageError(f"--updates must be a positive multiple of {CHUNK}")
+    if FLAGS.replay_steps < 0:
+        raise app.UsageError(f"--replay_steps must be positive (0: fingerprint updates), got {FLAGS.replay_steps}")
     if FLAGS.child:
-        print(json.dumps(fingerprint(FLAGS.updates)))
+        result = replay_fingerprint(FLAGS.replay_steps) if FLAGS.replay_steps else fingerprint(FLAGS.updates)
+        print(json.dumps(result))
         return
+    report = {"benchmark": "cpu_independence"}
+    if FLAGS.replay_steps:  # before the children, so that a bad --replay_steps stops at once
+        report[f"{REPLAY_LEVEL}_file"] = cached_file_rows(FLAGS.replay_steps)
     settings = ["cpu_independent", "default"] if FLAGS.settings == "both" else [FLAGS.settings]
-    print(json.dumps({"benchmark": "cpu_independence", "results": [run_child(s) for s in settings]}, indent=1))
+    report["results"] = [run_child(s) for s in settings]
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

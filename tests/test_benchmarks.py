@@ -51,3 +51,38 @@ def test_every_family_member_runs_in_the_benchmarks():
                       "--set=actor_hidden_dim=16", "--set=actor_num_blocks=1", "--set=time_dim=8",
                       "--set=num_samples=4", "--calls=5", "--batch_sizes=1")
     assert idql["settings"]["num_samples"] == 4 and idql["batch_1"]["median_ms"] > 0
+
+
+def test_the_replay_check_digests_a_buffer_and_the_file_generated_from_it_alike(tmp_path):
+    """`cpu_independence --replay_steps=K` compares a re-run's first K buffer rows with the cached full-replay file's:
+    the file that generate() writes from a buffer must give the buffer's digest (whatever dtypes and layout the
+    writer uses, and the last row's timeout that the replay marks), over all rows or a prefix, and one changed value
+    in the rows must change it."""
+    import h5py
+    import numpy as np
+
+    from benchmarks.cpu_independence import rows_sha256
+    from dql.data import gym_datasets
+    from dql.online import ReplayBuffer
+
+    rng = np.random.default_rng(0)
+    buffer = ReplayBuffer(40, 11, 3)
+    for row in range(40):
+        buffer.add(observations=rng.normal(size=11), actions=rng.uniform(-1, 1, 3), rewards=rng.normal(),
+                   next_observations=rng.normal(size=11), terminals=row == 17, timeouts=row == 30)
+
+    def replay(env_id, level):
+        arrays = buffer.contents()
+        arrays["timeouts"][-1] = True
+        return arrays, {}
+
+    path = gym_datasets.generate("Hopper-v5", "full-replay", path=tmp_path / "full-replay.hdf5", replay=replay)
+    rows = buffer.contents()
+    with h5py.File(path, "r") as file:
+        assert rows_sha256(file, 40) == rows_sha256(rows, 40)
+        assert rows_sha256(file, 25) == rows_sha256(rows, 25) != rows_sha256(rows, 40)
+    rows["rewards"][24] += 1e-3
+    assert rows_sha256(rows, 25) != rows_sha256(buffer.contents(), 25)
+    rows = buffer.contents()
+    rows["terminals"][3] = True
+    assert rows_sha256(rows, 25) != rows_sha256(buffer.contents(), 25)
