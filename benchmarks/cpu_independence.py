@@ -75,6 +75,16 @@ def fingerprint(updates: int) -> dict:
             "updates_per_s": round(timed / elapsed, 1) if timed > 0 else None}
 
 
+def cpuid_widest() -> str:
+    """The widest vector extension that CPUID reports to this process (numpy's run-time dispatch asks it): unlike
+    /proc/cpuinfo, this is what an emulator such as qemu presents, and what XLA and oneDNN pick their kernels by."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return next((name.lower() for name in ("AVX512F", "AVX2", "AVX") if features.get(name)), "none")
+
+
 def rows_sha256(arrays, rows: int) -> str:
     import numpy as np
 
@@ -135,7 +145,7 @@ def main(argv):
         raise app.UsageError(f"--replay_steps must be positive (0: fingerprint updates), got {FLAGS.replay_steps}")
     if FLAGS.child:
         result = replay_fingerprint(FLAGS.replay_steps) if FLAGS.replay_steps else fingerprint(FLAGS.updates)
-        print(json.dumps(result))
+        print(json.dumps({**result, "cpuid": cpuid_widest()}))
         return
     report = {"benchmark": "cpu_independence"}
     if FLAGS.replay_steps:  # before the children, so that a bad --replay_steps stops at once
