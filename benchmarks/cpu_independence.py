@@ -7,10 +7,11 @@ dql.reproducible cost; prints JSON.
 For each setting it starts a child process (XLA reads its flags at start), builds SAC at the generated datasets'
 sizes (Hopper: 11 observations, 3 actions, 2 x 256, batch 256), runs --updates updates on fixed random minibatches
 in compiled chunks of 50 and one exploration action per chunk, and prints the sha256 of every parameter, optimiser
-moment and action, with the updates per second. Run it on two machines (or on one under
-`qemu-x86_64 -cpu EPYC-Milan python -m ...`, which presents a Zen 3 without AVX-512) and compare the digests: with
-`cpu_independent` they must agree; `default` shows what the settings guard against. docs/datasets.md has the
-figures.
+moment and action, with the updates per second. Run it on two machines (or on one with
+`--under="qemu-x86_64 -cpu EPYC-Milan"`, which runs the children on an emulated Zen 3 without AVX-512; qemu-user runs
+what a process starts natively, so wrapping this command in qemu would not do) and compare the digests: with
+`cpu_independent` they must agree; `default` shows what the settings guard against. Each child reports the widest
+extension CPUID gave it. docs/datasets.md has the figures.
 
 With --replay_steps=K the child instead re-runs the seeded SAC run behind `gym:Hopper-v5/full-replay` (the shipped
 expert's config: 5,000 random steps, then one update per step in chunks of 50) to step K and prints the sha256 of
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ from absl import app, flags
 flags.DEFINE_integer("updates", 200, "SAC updates to fingerprint (a multiple of 50).")
 flags.DEFINE_enum("settings", "both", ["both", "cpu_independent", "default"], "Which process settings to run.")
 flags.DEFINE_integer("replay_steps", 0, "Instead: re-run full-replay's SAC to this step and hash the rows.")
+flags.DEFINE_string("under", "", "A command the children run under, e.g. \"qemu-x86_64 -cpu EPYC-Milan\".")
 flags.DEFINE_bool("child", False, "Internal: run the fingerprint in this process.")
 FLAGS = flags.FLAGS
 CHUNK = 50
@@ -129,8 +132,8 @@ def run_child(settings: str) -> dict:
     from dql.data.gym_datasets import cpu_description
 
     env = reproducible.subprocess_env() if settings == "cpu_independent" else dict(os.environ)
-    command = [sys.executable, "-m", "benchmarks.cpu_independence", "--child", f"--updates={FLAGS.updates}",
-               f"--replay_steps={FLAGS.replay_steps}"]
+    command = [*shlex.split(FLAGS.under), sys.executable, "-m", "benchmarks.cpu_independence", "--child",
+               f"--updates={FLAGS.updates}", f"--replay_steps={FLAGS.replay_steps}"]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"error: the {settings} child failed:\n{result.stderr[-2000:]}")
@@ -147,7 +150,14 @@ def main(argv):
         result = replay_fingerprint(FLAGS.replay_steps) if FLAGS.replay_steps else fingerprint(FLAGS.updates)
         print(json.dumps({**result, "cpuid": cpuid_widest()}))
         return
-    report = {"benchmark": "cpu_independence"}
+    from dql.data.gym_datasets import cpu_description
+
+    host = cpu_description().split()[1:]  # the widest extension /proc/cpuinfo lists, where it lists one
+    if not FLAGS.under and host and host[0] != cpuid_widest():
+        sys.exit(f"error: CPUID gives this process {cpuid_widest()} but /proc/cpuinfo lists {host[0]}: it runs under "
+                 "an emulator, which would run its children natively (qemu-user does not follow exec); run it "
+                 "natively with --under='qemu-x86_64 -cpu ...' instead")
+    report = {"benchmark": "cpu_independence", "under": FLAGS.under or None}
     if FLAGS.replay_steps:  # before the children, so that a bad --replay_steps stops at once
         report[f"{REPLAY_LEVEL}_file"] = cached_file_rows(FLAGS.replay_steps)
     settings = ["cpu_independent", "default"] if FLAGS.settings == "both" else [FLAGS.settings]
