@@ -16,8 +16,9 @@ extension CPUID gave it. docs/datasets.md has the figures.
 With --replay_steps=K the child instead re-runs the seeded SAC run behind `gym:Hopper-v5/full-replay` (the shipped
 expert's config: 5,000 random steps, then one update per step in chunks of 50) to step K and prints the sha256 of
 the K buffer rows; where that file is in the dataset cache, the sha256 of its first K rows is printed beside it.
-Equal digests mean this CPU makes the first K rows of the file, a check of the tier itself that an emulated CPU can
-afford (the whole file is 125,000 steps).
+Equal digests mean this CPU makes the first K rows of the file: a check of the tier itself that takes a minute at
+K = 6,000, where the whole file (125,000 steps) takes 30 (docs/datasets.md records the file's digests, for a machine
+without it).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def cached_file_rows(steps: int) -> dict:
     env_id, level, transitions = parse_spec(f"gym:{REPLAY_ENV}/{REPLAY_LEVEL}")
     path = dataset_path(env_id, level, transitions, DEFAULT_SEED)
     if not path.exists():
-        return {"file": str(path), "rows_sha256": None, "note": "not in the cache: generate it to compare"}
+        return {"file": str(path), "rows_sha256": None, "note": "not in the cache: compare with the digests in docs/datasets.md"}
     with h5py.File(path, "r") as file:
         available = len(file["rewards"])
         if steps > available:
