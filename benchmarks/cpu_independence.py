@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -158,6 +159,8 @@ def main(argv):
         sys.exit(f"error: CPUID gives this process {cpuid_widest()} but /proc/cpuinfo lists {host[0]}: it runs under "
                  "an emulator, which would run its children natively (qemu-user does not follow exec); run it "
                  "natively with --under='qemu-x86_64 -cpu ...' instead")
+    if FLAGS.under and not shutil.which(shlex.split(FLAGS.under)[0]):
+        sys.exit(f"error: --under={FLAGS.under!r}: {shlex.split(FLAGS.under)[0]} is not on PATH")
     report = {"benchmark": "cpu_independence", "under": FLAGS.under or None}
     if FLAGS.replay_steps:  # before the children, so that a bad --replay_steps stops at once
         report[f"{REPLAY_LEVEL}_file"] = cached_file_rows(FLAGS.replay_steps)
