@@ -102,9 +102,9 @@ def rows_sha256(arrays, rows: int) -> str:
 def replay_fingerprint(steps: int) -> dict:
     from dql.data.gym_datasets import REPLAY_UNTIL
     from dql.online import train_online
-    from dql.policy_training import shipped_sac_config
+    from dql.policy_training import shipped_sac_run
 
-    config, _ = shipped_sac_config(REPLAY_ENV, REPLAY_UNTIL[REPLAY_LEVEL])
+    config = shipped_sac_run(REPLAY_ENV, REPLAY_UNTIL[REPLAY_LEVEL])[0]
     start = time.perf_counter()
     _, buffer, _ = train_online(config, REPLAY_ENV, None, stop_at=steps, verbose=False)
     return {"replay_steps": steps, "sha256": rows_sha256(buffer.contents(), steps),

@@ -87,20 +87,20 @@ def train_policies(env_id: str, sac_steps: int, seed: int, from_run: str | None,
     return reference
 
 
-def shipped_sac_config(env_id: str, level: str) -> tuple[ConfigDict, dict]:
-    """(the SAC config, the metadata) of the seeded run that made the shipped `level` policy of `env_id`."""
-    meta = load_actor(gym_datasets.shipped_policy(env_id, level))[1]
+def shipped_sac_run(env_id: str, level: str) -> tuple[ConfigDict, dict, dict]:
+    """The shipped `level` policy of `env_id` and the seeded SAC run that made it: (that run's config, the policy's
+    actor parameters, its metadata)."""
+    params, meta = load_actor(gym_datasets.shipped_policy(env_id, level))
     config = ConfigDict(meta["sac_config"])
     config.hidden_dims = tuple(config.hidden_dims)
-    return config, meta
+    return config, params, meta
 
 
 def replay_sac(env_id: str, level: str) -> tuple[dict, dict]:
     """Re-run the seeded SAC training that made the shipped `level` policy ("medium" or "expert"), up to its step:
     (buffer arrays in D4RL's layout, attributes for the file). The medium-replay and full-replay tiers of
     `gym_datasets.generate`."""
-    config, meta = shipped_sac_config(env_id, level)
-    shipped_params = load_actor(gym_datasets.shipped_policy(env_id, level))[0]
+    config, shipped_params, meta = shipped_sac_run(env_id, level)
     print(f"  [{env_id}] re-running SAC (seed {config.seed}) to the {level} point, step {meta['step']}",
           file=sys.stderr, flush=True)
     _, buffer, agent = train_online(config, env_id, None, stop_at=int(meta["step"]), verbose=True)
